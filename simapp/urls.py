@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.auth.decorators import login_required
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from apps.common.views import healthz
+from apps.datasets import api as datasets_api
+from apps.labelling import api as labelling_api
+
+router = DefaultRouter()
+router.register("datasets", datasets_api.DatasetViewSet, basename="dataset")
+
+api_patterns = [
+    path("", include(router.urls)),
+    path("datasets/<slug:slug>/items/", datasets_api.ItemListCreateApi.as_view(), name="item-list"),
+    path("datasets/<slug:slug>/items/bulk/", datasets_api.ItemBulkCreateApi.as_view(), name="item-bulk"),
+    path("datasets/<slug:slug>/items/<int:pk>/", datasets_api.ItemDetailApi.as_view(), name="item-detail"),
+    path("datasets/<slug:slug>/import/", datasets_api.DatasetImportApi.as_view(), name="dataset-import"),
+    path(
+        "datasets/<slug:slug>/export/<str:fmt>/",
+        datasets_api.DatasetExportApi.as_view(),
+        name="dataset-export",
+    ),
+    path("datasets/<slug:slug>/stats/", datasets_api.DatasetStatsApi.as_view(), name="dataset-stats"),
+    path("datasets/<slug:slug>/pairs/", labelling_api.PairListCreateApi.as_view(), name="pair-list"),
+    path("datasets/<slug:slug>/pairs/bulk/", labelling_api.PairBulkCreateApi.as_view(), name="pair-bulk"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", login_required(SpectacularSwaggerView.as_view(url_name="schema")), name="api-docs"),
+    path("redoc/", login_required(SpectacularRedocView.as_view(url_name="schema")), name="api-redoc"),
+]
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("api/", include(api_patterns)),
+    path("", include("apps.datasets.urls")),
+]

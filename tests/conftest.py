@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from apps.datasets.models import Dataset, Item
+from apps.labelling.models import Pair
+from tests.factories import UserFactory
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real datasets beside the checkout (CI lays ../shared next to the clone)."""
+    path = Path(os.environ.get("SIMAPP_SHARED_DATA", REPO.parent / "shared" / "data"))
+    assert path.is_dir(), f"shared data not found at {path}; set SIMAPP_SHARED_DATA"
+    return path
+
+
+@pytest.fixture
+def staff_user(db: Any) -> Any:
+    return UserFactory(username="admin", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def labeller(db: Any) -> Any:
+    return UserFactory(username="labeller")
+
+
+@pytest.fixture
+def staff_api(staff_user: Any) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=staff_user).key}")
+    return client
+
+
+@pytest.fixture
+def labeller_api(labeller: Any) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=labeller).key}")
+    return client
+
+
+def db_snapshot() -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the data tables, for asserting that a rejected input changed nothing."""
+    return {
+        "datasets": list(Dataset.objects.order_by("id").values_list()),
+        "items": list(Item.objects.order_by("id").values_list()),
+        "pairs": list(Pair.objects.order_by("id").values_list()),
+    }
+
+
+def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path

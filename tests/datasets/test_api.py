@@ -1,0 +1,249 @@
+"""REST API for datasets, items, import and export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import override_settings
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from apps.datasets.models import Dataset, Item
+from apps.labelling.models import Pair
+from tests.conftest import db_snapshot
+from tests.factories import DatasetFactory, ItemFactory, PairFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def upload(client: APIClient, slug: str, name: str, content: bytes, **fields: str) -> Any:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    data = {"file": SimpleUploadedFile(name, content), **fields}
+    return client.post(f"/api/datasets/{slug}/import/", data, format="multipart")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/datasets/",
+        "/api/datasets/d/",
+        "/api/datasets/d/items/",
+        "/api/datasets/d/pairs/",
+        "/api/datasets/d/export/jsonl/",
+        "/api/datasets/d/stats/",
+        "/api/schema/",
+    ],
+)
+def test_anonymous_requests_get_401_and_no_data(url: str) -> None:
+    ItemFactory(dataset=DatasetFactory(slug="d"), text="secret text")
+
+    response = APIClient().get(url)
+
+    assert response.status_code == 401
+    assert b"secret" not in response.content
+
+
+def test_anonymous_docs_page_redirects_to_login() -> None:
+    response = APIClient().get("/api/docs/")
+
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_dataset_crud_by_staff(staff_api: APIClient) -> None:
+    created = staff_api.post(
+        "/api/datasets/", {"slug": "faq", "name": "FAQ", "modality": "text"}, format="json"
+    )
+    assert created.status_code == 201
+    assert created.json() | {"created_at": None, "updated_at": None} == {
+        "slug": "faq",
+        "name": "FAQ",
+        "description": "",
+        "modality": "text",
+        "encoder": "minilm",
+        "vector_dim": None,
+        "settings": {},
+        "item_count": 0,
+        "pair_count": 0,
+        "label_count": 0,
+        "created_at": None,
+        "updated_at": None,
+    }
+
+    patched = staff_api.patch("/api/datasets/faq/", {"settings": {"k": 10}}, format="json")
+    assert patched.status_code == 200 and patched.json()["settings"] == {"k": 10}
+    assert staff_api.delete("/api/datasets/faq/").status_code == 204
+    assert not Dataset.objects.exists()
+
+
+def test_labellers_read_but_cannot_change_datasets_items_or_import(labeller_api: APIClient) -> None:
+    DatasetFactory(slug="d")
+    before = db_snapshot()
+
+    assert labeller_api.get("/api/datasets/").status_code == 200
+    assert labeller_api.post("/api/datasets/", {"slug": "x", "name": "x"}, format="json").status_code == 403
+    assert labeller_api.delete("/api/datasets/d/").status_code == 403
+    assert labeller_api.post("/api/datasets/d/items/", {"text": "t"}, format="json").status_code == 403
+    assert (
+        labeller_api.post(
+            "/api/datasets/d/items/bulk/", {"items": [{"text": "t"}]}, format="json"
+        ).status_code
+        == 403
+    )
+    assert upload(labeller_api, "d", "a.csv", b"text\nx\n", format="csv").status_code == 403
+    assert db_snapshot() == before
+
+
+def test_dataset_list_counts(staff_api: APIClient) -> None:
+    dataset = DatasetFactory(slug="d")
+    ItemFactory(dataset=dataset, label="a")
+    ItemFactory(dataset=dataset, label="a")
+    ItemFactory(dataset=dataset, label="b")
+    PairFactory(dataset=dataset)
+
+    row = staff_api.get("/api/datasets/").json()["results"][0]
+
+    assert (row["item_count"], row["pair_count"], row["label_count"]) == (5, 1, 2)
+
+
+def test_items_filter_by_label_metadata_and_search_with_pagination(staff_api: APIClient) -> None:
+    dataset = DatasetFactory(slug="d")
+    for i in range(30):
+        ItemFactory(
+            dataset=dataset,
+            key=f"k{i}",
+            text=f"item {i}",
+            label="even" if i % 2 == 0 else "odd",
+            metadata={"colour": "red" if i < 10 else "blue", "n": i},
+        )
+
+    page = staff_api.get("/api/datasets/d/items/?label=even&metadata.colour=red&page_size=3").json()
+    numeric = staff_api.get("/api/datasets/d/items/?metadata.n=7").json()
+    search = staff_api.get("/api/datasets/d/items/?q=item 2").json()
+    bad = staff_api.get("/api/datasets/d/items/?metadata.n__gt=1")
+
+    assert page["count"] == 5 and [r["key"] for r in page["results"]] == ["k0", "k2", "k4"]
+    assert page["next"].endswith("page=2&page_size=3") or "page=2" in page["next"]
+    assert [r["key"] for r in numeric["results"]] == ["k7"]
+    assert search["count"] == 11  # item 2, item 20..29
+    assert bad.status_code == 400 and "letters, digits" in bad.json()["metadata"][0]
+
+
+def test_item_create_bulk_and_delete(staff_api: APIClient) -> None:
+    DatasetFactory(slug="d")
+
+    one = staff_api.post(
+        "/api/datasets/d/items/", {"key": "q1", "text": "hello", "label": "greet"}, format="json"
+    )
+    bulk = staff_api.post(
+        "/api/datasets/d/items/bulk/",
+        {
+            "items": [
+                {"key": "q1", "text": "hello", "label": "greet"},
+                {"text": "no key", "metadata": {"m": 1}},
+            ]
+        },
+        format="json",
+    )
+
+    assert one.status_code == 201 and one.json()["key"] == "q1" and one.json()["label"] == "greet"
+    assert bulk.status_code == 201
+    assert (bulk.json()["items_created"], bulk.json()["items_unchanged"]) == (1, 1)
+    item_id = one.json()["id"]
+    assert staff_api.get(f"/api/datasets/d/items/{item_id}/").json()["text"] == "hello"
+    assert staff_api.delete(f"/api/datasets/d/items/{item_id}/").status_code == 204
+    assert list(Item.objects.values_list("text", flat=True)) == ["no key"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"items": [{"key": "a", "text": "x"}, {"key": "a", "text": "y"}]}, "duplicate key 'a'"),
+        ({"items": [{"key": "a"}]}, "exactly one of 'text' or 'vector'"),
+        ({"items": [{"key": "a", "vector": [1, 2]}]}, "is a vector item"),
+        ({"items": []}, "empty"),
+    ],
+)
+def test_bulk_items_bad_input_is_400_and_changes_nothing(
+    staff_api: APIClient, payload: dict[str, Any], field: str
+) -> None:
+    ItemFactory(dataset=DatasetFactory(slug="d"), key="k")
+    before = db_snapshot()
+
+    response = staff_api.post("/api/datasets/d/items/bulk/", payload, format="json")
+
+    assert response.status_code == 400 and field in json.dumps(response.json())
+    assert db_snapshot() == before
+
+
+def test_file_upload_import_and_reimport(staff_api: APIClient, shared_data: Path) -> None:
+    DatasetFactory(slug="bank")
+    content = (shared_data / "banking77" / "test.csv").read_bytes()
+
+    first = upload(staff_api, "bank", "test.csv", content, format="csv", label_column="category")
+    again = upload(staff_api, "bank", "test.csv", content, format="csv", label_column="category")
+
+    assert first.status_code == 201 and first.json()["items_created"] == 3080
+    assert again.json()["items_unchanged"] == 3080 and Item.objects.count() == 3080
+
+
+def test_upload_errors_are_400_with_the_reason_and_change_nothing(staff_api: APIClient) -> None:
+    ItemFactory(dataset=DatasetFactory(slug="d"), key="k")
+    before = db_snapshot()
+
+    bad_csv = upload(staff_api, "d", "bad.csv", b'key,text\nx,"open\n', format="csv")
+    bad_format = upload(staff_api, "d", "a.csv", b"text\nx\n", format="xml")
+    no_file = staff_api.post("/api/datasets/d/import/", {"format": "csv"}, format="multipart")
+    with override_settings(SIMAPP_MAX_UPLOAD_BYTES=1024):
+        too_big = upload(staff_api, "d", "big.csv", b"text\n" + b"x" * 100_000 + b"\n", format="csv")
+        just_big = upload(staff_api, "d", "big.csv", b"text\n" + b"x" * 1100 + b"\n", format="csv")
+
+    assert bad_csv.status_code == 400
+    assert bad_csv.json() == {
+        "detail": "bad.csv, line 2: malformed CSV: unterminated quote (a quoted field opened on this line never closes)"
+    }
+    assert bad_format.status_code == 400 and "format" in bad_format.json()
+    assert no_file.status_code == 400 and "file" in no_file.json()
+    assert too_big.status_code == 400 and "the limit is 0.0 MB" in too_big.json()["file"][0]
+    assert just_big.status_code == 400 and "SIMAPP_MAX_UPLOAD_MB" in just_big.json()["file"][0]
+    assert db_snapshot() == before
+
+
+def test_export_streams_a_file_that_imports_back(staff_api: APIClient) -> None:
+    dataset = DatasetFactory(slug="d")
+    PairFactory(dataset=dataset, score=0.5)
+
+    response = staff_api.get("/api/datasets/d/export/csv/")
+    body = b"".join(response.streaming_content).decode()
+    copy = (
+        upload(staff_api, "copy", "d.csv", body.encode(), format="csv")
+        if DatasetFactory(slug="copy")
+        else None
+    )
+
+    assert response.status_code == 200 and response["Content-Disposition"] == 'attachment; filename="d.csv"'
+    assert body.splitlines()[0] == "key,text,label,metadata,a,b,score,annotator,source"
+    assert copy is not None and (copy.json()["items_created"], copy.json()["pairs_created"]) == (2, 1)
+    assert Pair.objects.filter(dataset__slug="copy", score=0.5).count() == 1
+    assert staff_api.get("/api/datasets/d/export/xml/").status_code == 400
+
+
+def test_stats_endpoint(staff_api: APIClient) -> None:
+    ItemFactory(dataset=DatasetFactory(slug="d"), label="x")
+
+    assert staff_api.get(reverse("dataset-stats", args=["d"])).json() == {
+        "items": 1,
+        "pairs": 0,
+        "labels": 1,
+        "active_version": None,
+    }
+    assert staff_api.get("/api/datasets/nope/stats/").status_code == 404
+
+
+def test_session_auth_works_for_logged_in_users(staff_user: Any, client: Any) -> None:
+    client.force_login(staff_user)
+
+    assert client.get("/api/datasets/").status_code == 200
