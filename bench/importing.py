@@ -22,9 +22,19 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SIMAPP_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 CASES: list[dict[str, Any]] = [
-    {"name": "clinc150_train", "path": SHARED / "clinc150" / "data_full_train_val.json", "fmt": "clinc150", "split": "train"},
+    {
+        "name": "clinc150_train",
+        "path": SHARED / "clinc150" / "data_full_train_val.json",
+        "fmt": "clinc150",
+        "split": "train",
+    },
     {"name": "stsb_train", "path": SHARED / "stsb" / "sts-train.csv", "fmt": "stsb"},
-    {"name": "banking77_train", "path": SHARED / "banking77" / "train.csv", "fmt": "csv", "label": "category"},
+    {
+        "name": "banking77_train",
+        "path": SHARED / "banking77" / "train.csv",
+        "fmt": "csv",
+        "label": "category",
+    },
     {"name": "odds_shuttle", "path": SHARED / "odds" / "shuttle.mat", "fmt": "odds"},
 ]
 
@@ -59,7 +69,11 @@ def main() -> None:
         start = time.perf_counter()
         with case["path"].open("rb") as fp:
             result = dataset_import(
-                slug=slug, fp=fp, source_name=case["path"].name, fmt=case["fmt"], split=case.get("split"),
+                slug=slug,
+                fp=fp,
+                source_name=case["path"].name,
+                fmt=case["fmt"],
+                split=case.get("split"),
                 columns=ColumnNames(label=case.get("label", "label")),
             )
         return time.perf_counter() - start, result
@@ -88,9 +102,22 @@ def main() -> None:
         case = CASES[0]
         start = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "manage.py", "import_dataset", "clinc150_cli", str(case["path"]), "--format", "clinc150",
-             "--split", "train"],
-            cwd=REPO, env=env, capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "manage.py",
+                "import_dataset",
+                "clinc150_cli",
+                str(case["path"]),
+                "--format",
+                "clinc150",
+                "--split",
+                "train",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         figures["clinc150_train_command_seconds"] = round(time.perf_counter() - start, 3)
         figures["clinc150_train_command_output"] = done.stdout.strip()
@@ -100,10 +127,16 @@ def main() -> None:
 
     if not args.json:
         print(f"database: {backend}")
-        print(f"{'dataset':<18}{'items':>8}{'pairs':>8}{'import s':>10}{'items/s':>10}{'again s':>10}{'added':>7}")
+        print(
+            f"{'dataset':<18}{'items':>8}{'pairs':>8}{'import s':>10}{'items/s':>10}{'again s':>10}{'added':>7}"
+        )
         for name, items, pairs, first_s, again_s, added in rows:
-            print(f"{name:<18}{items:>8}{pairs:>8}{first_s:>10.2f}{items / first_s:>10.0f}{again_s:>10.2f}{added:>7}")
-        print(f"manage.py import_dataset clinc150 --split train (new process): {figures['clinc150_train_command_seconds']:.2f} s")
+            print(
+                f"{name:<18}{items:>8}{pairs:>8}{first_s:>10.2f}{items / first_s:>10.0f}{again_s:>10.2f}{added:>7}"
+            )
+        print(
+            f"manage.py import_dataset clinc150 --split train (new process): {figures['clinc150_train_command_seconds']:.2f} s"
+        )
     print(json.dumps(figures))
 
 

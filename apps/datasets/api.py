@@ -174,7 +174,11 @@ class ItemListCreateApi(DatasetMixin, generics.ListCreateAPIView):
         data.is_valid(raise_exception=True)
         records = _item_records([data.validated_data])
         services.dataset_records_save(
-            slug=dataset.slug, records=records, source_name="item", pair_source=Pair.Source.MANUAL
+            slug=dataset.slug,
+            records=records,
+            source_name="items",
+            pair_source=Pair.Source.MANUAL,
+            unit="entry",
         )
         item = Item.objects.get(dataset=dataset, key=records[0].key)
         return Response(ItemSerializer(item).data, status=status.HTTP_201_CREATED)
@@ -226,6 +230,7 @@ class ItemBulkCreateApi(DatasetMixin, APIView):
             records=_item_records(data.validated_data["items"]),
             source_name="items",
             pair_source=Pair.Source.MANUAL,
+            unit="entry",
         )
         return Response(result.as_dict(), status=status.HTTP_201_CREATED)
 

@@ -129,19 +129,23 @@ def dataset_records_save(
     annotator: Any = None,
     create_missing: bool = False,
     name: str = "",
+    unit: str = "line",
 ) -> ImportResult:
     """Validate and store items and pairs, all or nothing.
 
-    ``annotator`` (a user) is recorded on pairs that do not name one; ``pair_source`` likewise.
+    ``annotator`` (a user) is recorded on pairs that do not name one; ``pair_source`` likewise. Errors
+    locate records by ``unit`` and their ``line`` number ("line" for files, "entry" for API lists).
     """
+    where = _Where(source_name, unit)
     dataset = Dataset.objects.filter(slug=slug).first()
     if dataset is None and not create_missing:
-        raise DataFormatError(source_name, f"no dataset '{slug}'")
-    batch = _collect(records, dataset=dataset, source_name=source_name)
+        raise where.error(f"no dataset '{slug}'")
+    batch = _collect(records, dataset=dataset, where=where)
     if not batch.items and not batch.pairs:
-        raise DataFormatError(source_name, "holds no items or pairs")
-    users = _annotators(batch, source_name=source_name)
-    _check_unknown_keys(batch, dataset=dataset, source_name=source_name)
+        raise where.error("holds no items or pairs")
+    _check_sources(batch, where=where)
+    users = _annotators(batch, where=where)
+    _check_unknown_keys(batch, dataset=dataset, where=where)
 
     result = ImportResult(dataset=slug, notices=batch.notices)
     with transaction.atomic():
@@ -162,6 +166,17 @@ def dataset_records_save(
 # Validation (no writes)
 
 
+@dataclass(frozen=True)
+class _Where:
+    """Where records came from, to say where a problem is: ``source, <unit> N, field 'f': …``."""
+
+    source: str
+    unit: str
+
+    def error(self, message: str, *, line: int | None = None, field: str | None = None) -> DataFormatError:
+        return DataFormatError(self.source, message, line=line, field=field, unit=self.unit)
+
+
 @dataclass
 class _Batch:
     items: dict[str, ItemRecord] = field(default_factory=dict)
@@ -171,7 +186,7 @@ class _Batch:
     vector_dim: int | None = None
 
 
-def _collect(records: Iterable[Record], *, dataset: Dataset | None, source_name: str) -> _Batch:
+def _collect(records: Iterable[Record], *, dataset: Dataset | None, where: _Where) -> _Batch:
     batch = _Batch()
     if dataset is not None:
         batch.modality = dataset.modality
@@ -186,10 +201,9 @@ def _collect(records: Iterable[Record], *, dataset: Dataset | None, source_name:
             if batch.modality is None:
                 batch.modality, modality_line = modality, record.line
             elif modality != batch.modality:
-                where = f"line {modality_line} of this file" if modality_line else f"dataset '{dataset}'"
-                raise DataFormatError(
-                    source_name,
-                    f"is a {modality} item, but {where} makes this a {batch.modality} dataset",
+                cause = f"{where.unit} {modality_line}" if modality_line else f"dataset '{dataset}'"
+                raise where.error(
+                    f"is a {modality} item, but {cause} makes this a {batch.modality} dataset",
                     line=record.line,
                     field="vector" if record.vector is not None else "text",
                 )
@@ -197,41 +211,36 @@ def _collect(records: Iterable[Record], *, dataset: Dataset | None, source_name:
                 if batch.vector_dim is None:
                     batch.vector_dim, dim_line = len(record.vector), record.line
                 elif len(record.vector) != batch.vector_dim:
-                    where = f"line {dim_line}" if dim_line else f"dataset '{dataset}'"
-                    raise DataFormatError(
-                        source_name,
-                        f"has {len(record.vector)} numbers, but {where} has {batch.vector_dim}",
+                    cause = f"{where.unit} {dim_line}" if dim_line else f"dataset '{dataset}'"
+                    raise where.error(
+                        f"has {len(record.vector)} numbers, but {cause} has {batch.vector_dim}",
                         line=record.line,
                         field="vector",
                     )
             previous = batch.items.get(record.key)
             if previous is not None:
-                raise DataFormatError(
-                    source_name,
-                    f"duplicate key '{record.key}' (first at line {previous.line})",
+                raise where.error(
+                    f"duplicate key '{record.key}' (first at {where.unit} {previous.line})",
                     line=record.line,
                     field="key",
                 )
             batch.items[record.key] = record
         elif isinstance(record, PairRecord):
             if record.a == record.b:
-                raise DataFormatError(
-                    source_name, f"a pair of item '{record.a}' with itself", line=record.line, field="b"
-                )
+                raise where.error(f"a pair of item '{record.a}' with itself", line=record.line, field="b")
             a, b = sorted((record.a, record.b))
             ident = (a, b, record.annotator)
             previous_pair = batch.pairs.get(ident)
             if previous_pair is not None:
-                raise DataFormatError(
-                    source_name,
-                    f"duplicate pair ('{a}', '{b}') (first at line {previous_pair.line})",
+                raise where.error(
+                    f"duplicate pair ('{a}', '{b}') (first at {where.unit} {previous_pair.line})",
                     line=record.line,
                 )
             batch.pairs[ident] = record
     return batch
 
 
-def _check_unknown_keys(batch: _Batch, *, dataset: Dataset | None, source_name: str) -> None:
+def _check_unknown_keys(batch: _Batch, *, dataset: Dataset | None, where: _Where) -> None:
     referenced: dict[str, tuple[int, str]] = {}
     for record in batch.pairs.values():
         for end, key in (("a", record.a), ("b", record.b)):
@@ -249,27 +258,29 @@ def _check_unknown_keys(batch: _Batch, *, dataset: Dataset | None, source_name: 
     if unknown:
         key = min(unknown, key=lambda k: referenced[k][0])
         line, end = referenced[key]
-        where = f"this file or dataset '{dataset.slug}'" if dataset else "this file"
-        raise DataFormatError(source_name, f"no item with key '{key}' in {where}", line=line, field=end)
+        container = "this file" if where.unit == "line" else "this request"
+        scope = f"{container} or dataset '{dataset.slug}'" if dataset else container
+        raise where.error(f"no item with key '{key}' in {scope}", line=line, field=end)
 
 
-def _annotators(batch: _Batch, *, source_name: str) -> dict[str, Any]:
+def _check_sources(batch: _Batch, *, where: _Where) -> None:
+    for record in batch.pairs.values():
+        if record.source and record.source not in Pair.Source.values:
+            raise where.error(
+                f"unknown source '{record.source}'; valid: {', '.join(Pair.Source.values)}",
+                line=record.line,
+                field="source",
+            )
+
+
+def _annotators(batch: _Batch, *, where: _Where) -> dict[str, Any]:
     names = {r.annotator for r in batch.pairs.values() if r.annotator}
     if not names:
         return {}
     users = {u.get_username(): u for u in get_user_model().objects.filter(username__in=names)}
     for record in batch.pairs.values():
         if record.annotator and record.annotator not in users:
-            raise DataFormatError(
-                source_name, f"no user '{record.annotator}'", line=record.line, field="annotator"
-            )
-        if record.source and record.source not in Pair.Source.values:
-            raise DataFormatError(
-                source_name,
-                f"unknown source '{record.source}'; valid: {', '.join(Pair.Source.values)}",
-                line=record.line,
-                field="source",
-            )
+            raise where.error(f"no user '{record.annotator}'", line=record.line, field="annotator")
     return users
 
 

@@ -30,5 +30,10 @@ def pairs_label(
         for number, row in enumerate(pairs, start=1)
     ]
     return dataset_records_save(
-        slug=dataset.slug, records=records, source_name="pairs", pair_source=source, annotator=annotator
+        slug=dataset.slug,
+        records=records,
+        source_name="pairs",
+        pair_source=source,
+        annotator=annotator,
+        unit="entry",
     )

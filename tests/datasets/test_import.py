@@ -295,3 +295,13 @@ def test_no_dataset_is_created_when_not_asked() -> None:
     with pytest.raises(DataFormatError, match="no dataset 'absent'"):
         import_text("absent", "key,text\na,b\n", "csv", create_missing=False)
     assert not Dataset.objects.exists()
+
+
+def test_unknown_pair_source_is_refused_even_without_annotators() -> None:
+    import_text("d", "key,text\nx,one\ny,two\n", "csv")
+    before = db_snapshot()
+
+    with pytest.raises(DataFormatError, match=r"in.csv, line 2, field 'source': unknown source 'robot'"):
+        import_text("d", "a,b,score,source\nx,y,1,robot\n", "csv")
+
+    assert db_snapshot() == before

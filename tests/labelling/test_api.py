@@ -83,15 +83,15 @@ def test_bulk_labelling(labeller_api: APIClient, items: list[Any]) -> None:
         ({"pairs": [{"a": "k0", "b": "k1", "score": -0.1}]}, "greater than or equal to 0"),
         (
             {"pairs": [{"a": "k0", "b": "ghost", "score": 1}]},
-            "pairs, line 1, field 'b': no item with key 'ghost'",
+            "pairs, entry 1, field 'b': no item with key 'ghost' in this request or dataset 'd'",
         ),
         (
             {"pairs": [{"a": "k0", "b": "k1", "score": 1}, {"a": "k2", "b": "k2", "score": 1}]},
-            "line 2, field 'b': a pair of item 'k2' with itself",
+            "entry 2, field 'b': a pair of item 'k2' with itself",
         ),
         (
             {"pairs": [{"a": "k0", "b": "k1", "score": 1}, {"a": "k1", "b": "k0", "score": 0}]},
-            "line 2: duplicate pair",
+            "entry 2: duplicate pair ('k0', 'k1') (first at entry 1)",
         ),
         ({"pairs": [{"a": "k0", "score": 1}]}, "required"),
         ({"pairs": []}, "empty"),
