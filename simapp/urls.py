@@ -10,6 +10,10 @@ from apps.common.views import healthz
 from apps.datasets import api as datasets_api
 from apps.labelling import api as labelling_api
 
+admin.site.site_header = "simapp administration"
+admin.site.site_title = "simapp admin"
+admin.site.index_title = "Datasets, labels and users"
+
 router = DefaultRouter()
 router.register("datasets", datasets_api.DatasetViewSet, basename="dataset")
 

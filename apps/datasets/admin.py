@@ -79,11 +79,9 @@ class ItemAdmin(admin.ModelAdmin):
     show_full_result_count = False  # avoids a second COUNT(*) on large datasets
     list_per_page = 100
 
-    @admin.display(description="text")
+    @admin.display(description="content")
     def short_text(self, obj: Item) -> str:
-        if obj.vector is not None:
-            return f"[{len(obj.vector)} numbers]"
-        return obj.text if len(obj.text) <= 90 else obj.text[:87] + "…"
+        return obj.preview()
 
     def save_model(self, request: HttpRequest, obj: Item, form: Any, change: bool) -> None:
         # The embedding cache is keyed by content: an edit here must move the hash with the content.

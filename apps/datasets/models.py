@@ -8,7 +8,7 @@ class Dataset(models.Model):
 
     class Modality(models.TextChoices):
         TEXT = "text", "Text"
-        VECTOR = "vector", "Vector (numeric features)"
+        VECTOR = "vector", "Vector"
 
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
@@ -54,3 +54,10 @@ class Item(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+    def preview(self, limit: int = 90) -> str:
+        """A short human-readable rendering of the content, for lists."""
+        if self.vector is not None:
+            head = ", ".join(f"{v:.3g}" for v in self.vector[:4])
+            return f"[{head}{', …' if len(self.vector) > 4 else ''}] ({len(self.vector)} numbers)"
+        return self.text if len(self.text) <= limit else self.text[: limit - 1] + "…"
