@@ -35,6 +35,9 @@ from apps.labelling.models import Pair
 
 DEFAULT_ENCODERS = {Dataset.Modality.TEXT: "minilm", Dataset.Modality.VECTOR: "vector"}
 _BATCH = 2000
+
+# (stage, done, total): stage "read" counts bytes of the input, "write" counts rows stored.
+ProgressCallback = Callable[[str, int, int], None]
 _IN_CHUNK = 900  # stays under SQLite's bound-parameter limit in `IN (...)` queries
 
 
@@ -93,7 +96,7 @@ def dataset_import(
     columns: ColumnNames | None = None,
     create_missing: bool = True,
     name: str = "",
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: ProgressCallback | None = None,
     total_bytes: int = 0,
 ) -> ImportResult:
     """Import one file into dataset ``slug`` (created when missing and ``create_missing``).
@@ -107,7 +110,7 @@ def dataset_import(
         source=source_name,
         split=split,
         columns=columns,
-        on_progress=on_progress,
+        on_progress=(lambda done, total: on_progress("read", done, total)) if on_progress else None,
         total_bytes=total_bytes,
     )
     return dataset_records_save(
@@ -117,6 +120,7 @@ def dataset_import(
         pair_source=Pair.Source.IMPORT,
         create_missing=create_missing,
         name=name,
+        on_progress=on_progress,
     )
 
 
@@ -130,6 +134,7 @@ def dataset_records_save(
     create_missing: bool = False,
     name: str = "",
     unit: str = "line",
+    on_progress: ProgressCallback | None = None,
 ) -> ImportResult:
     """Validate and store items and pairs, all or nothing.
 
@@ -157,8 +162,9 @@ def dataset_records_save(
         if batch.vector_dim and dataset.vector_dim is None:
             dataset.vector_dim = batch.vector_dim
             dataset.save(update_fields=["vector_dim", "updated_at"])
-        key_to_id = _write_items(dataset, batch.items, result)
-        _write_pairs(dataset, batch.pairs, key_to_id, users, annotator, pair_source, result)
+        writer = _Writer(total=len(batch.items) + len(batch.pairs), on_progress=on_progress)
+        key_to_id = _write_items(dataset, batch.items, result, writer)
+        _write_pairs(dataset, batch.pairs, key_to_id, users, annotator, pair_source, result, writer)
     return result
 
 
@@ -292,7 +298,35 @@ def item_content_hash(*, text: str, vector: list[float] | None) -> str:
     return vector_hash(vector) if vector is not None else text_hash(text)
 
 
-def _write_items(dataset: Dataset, records: dict[str, ItemRecord], result: ImportResult) -> dict[str, int]:
+@dataclass
+class _Writer:
+    """Bulk writes in batches, reporting rows handled (written or found unchanged) as it goes."""
+
+    total: int
+    on_progress: ProgressCallback | None
+    done: int = 0
+
+    def advance(self, rows: int) -> None:
+        self.done += rows
+        if self.on_progress:
+            self.on_progress("write", self.done, self.total)
+
+    def create(self, model: type[Item] | type[Pair], objs: list[Any]) -> None:
+        for start in range(0, len(objs), _BATCH):
+            chunk = objs[start : start + _BATCH]
+            model.objects.bulk_create(chunk)
+            self.advance(len(chunk))
+
+    def update(self, model: type[Item] | type[Pair], objs: list[Any], fields: list[str]) -> None:
+        for start in range(0, len(objs), _BATCH // 2):
+            chunk = objs[start : start + _BATCH // 2]
+            model.objects.bulk_update(chunk, fields)
+            self.advance(len(chunk))
+
+
+def _write_items(
+    dataset: Dataset, records: dict[str, ItemRecord], result: ImportResult, writer: _Writer
+) -> dict[str, int]:
     existing = {
         key: (pk, content_hash, label, metadata)
         for pk, key, content_hash, label, metadata in Item.objects.filter(dataset=dataset).values_list(
@@ -332,12 +366,9 @@ def _write_items(dataset: Dataset, records: dict[str, ItemRecord], result: Impor
             )
         else:
             result.items_unchanged += 1
-    Item.objects.bulk_create(to_create, batch_size=_BATCH)
-    Item.objects.bulk_update(
-        to_update,
-        ["text", "vector", "label", "metadata", "content_hash", "updated_at"],
-        batch_size=_BATCH // 2,
-    )
+    writer.advance(result.items_unchanged)
+    writer.create(Item, to_create)
+    writer.update(Item, to_update, ["text", "vector", "label", "metadata", "content_hash", "updated_at"])
     result.items_created = len(to_create)
     result.items_updated = len(to_update)
     if to_create:
@@ -356,6 +387,7 @@ def _write_pairs(
     default_annotator: Any,
     default_source: str,
     result: ImportResult,
+    writer: _Writer,
 ) -> None:
     if not records:
         return
@@ -394,8 +426,9 @@ def _write_pairs(
             to_update.append(Pair(id=row[0], score=record.score, source=source, updated_at=now))
         else:
             result.pairs_unchanged += 1
-    Pair.objects.bulk_create(to_create, batch_size=_BATCH)
-    Pair.objects.bulk_update(to_update, ["score", "source", "updated_at"], batch_size=_BATCH // 2)
+    writer.advance(result.pairs_unchanged)
+    writer.create(Pair, to_create)
+    writer.update(Pair, to_update, ["score", "source", "updated_at"])
     result.pairs_created = len(to_create)
     result.pairs_updated = len(to_update)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from rest_framework.test import APIClient
 
 from apps.datasets.models import Item
 from tests.conftest import REPO, db_snapshot, write
@@ -101,3 +102,11 @@ def test_real_processes_exit_non_zero_with_a_one_line_message(tmp_path: Path) ->
         ["CommandError: no dataset 'nope'"],
     )
     assert good.returncode == 0 and "items +1 new" in good.stdout
+
+
+def test_drf_create_token_gives_a_working_api_token(staff_user: object) -> None:
+    token = run_command("drf_create_token", "admin").split()[2]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+
+    assert client.get("/api/datasets/").status_code == 200

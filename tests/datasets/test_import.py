@@ -305,3 +305,16 @@ def test_unknown_pair_source_is_refused_even_without_annotators() -> None:
         import_text("d", "a,b,score,source\nx,y,1,robot\n", "csv")
 
     assert db_snapshot() == before
+
+
+def test_progress_reports_bytes_read_then_rows_written() -> None:
+    content = "key,text\n" + "".join(f"k{i},text {i}\n" for i in range(5000))
+    seen: list[tuple[str, int, int]] = []
+
+    import_text("d", content, "csv", on_progress=lambda stage, done, total: seen.append((stage, done, total)))
+
+    reads = [s for s in seen if s[0] == "read"]
+    writes = [s for s in seen if s[0] == "write"]
+    assert reads[-1] == ("read", len(content), 0)  # total unknown for an in-memory stream
+    assert writes[-1] == ("write", 5000, 5000) and len(writes) >= 3
+    assert seen.index(reads[-1]) < seen.index(writes[0])

@@ -38,19 +38,26 @@ class Command(BaseCommand):
             fp = open(path, "rb")  # noqa: SIM115 - closed below, after the import
         except OSError as exc:
             raise CommandError(f"{path}: {exc.strerror}") from None
-        bar = None
-        if size >= _PROGRESS_MIN_BYTES and not options["json"]:
-            bar = tqdm(
-                total=size,
-                unit="B",
-                unit_scale=True,
-                desc=f"reading {os.path.basename(path)}",
-                file=sys.stderr,
-            )
+        show = size >= _PROGRESS_MIN_BYTES and not options["json"]
+        name = os.path.basename(path)
+        bars: dict[str, tqdm] = {}
 
-        def progress(done: int, total: int) -> None:
-            if bar is not None:
-                bar.update(done - bar.n)
+        def progress(stage: str, done: int, total: int) -> None:
+            if not show:
+                return
+            bar = bars.get(stage)
+            if bar is None:
+                for other in bars.values():
+                    other.close()
+                unit = "B" if stage == "read" else " rows"
+                bar = bars[stage] = tqdm(
+                    total=total or None,
+                    unit=unit,
+                    unit_scale=stage == "read",
+                    desc=f"{stage} {name}",
+                    file=sys.stderr,
+                )
+            bar.update(done - bar.n)
 
         try:
             with fp:
@@ -70,7 +77,7 @@ class Command(BaseCommand):
         except DataFormatError as exc:
             raise CommandError(str(exc)) from None
         finally:
-            if bar is not None:
+            for bar in bars.values():
                 bar.close()
         if options["json"]:
             self.stdout.write(json.dumps(result.as_dict()))
