@@ -1,7 +1,6 @@
-"""simapp: similarity learning in production (Django project package)."""
+"""simapp: similarity learning in production (Django project package).
 
-from __future__ import annotations
-
-from .celery import app as celery_app
-
-__all__ = ("celery_app",)
+The Celery app lives in ``simapp.celery`` and is imported by the code that sends or runs tasks, not here:
+importing it here would pull Django into every import of the Django-free cores ``simapp.learning`` and
+``simapp.vectors``. ``celery -A simapp`` finds ``simapp.celery`` by itself.
+"""
