@@ -2,18 +2,39 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
+from django.db import transaction
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
 from apps.datasets import selectors
+from apps.datasets.formats import DataFormatError
 from apps.datasets.models import Dataset, Item
-from apps.datasets.services import item_content_hash
+from apps.datasets.services import item_content_hash, item_validate, items_delete, json_value_problem
+from apps.datasets.signals import items_changed
+
+
+class DatasetAdminForm(forms.ModelForm):
+    class Meta:
+        model = Dataset
+        fields = ["slug", "name", "description", "modality", "encoder", "settings"]
+
+    def clean_settings(self) -> Any:
+        # As the API checks them: a mapping, and nothing PostgreSQL's jsonb refuses (a 500 otherwise).
+        value = self.cleaned_data["settings"]
+        if not isinstance(value, dict):
+            raise forms.ValidationError('must be a JSON object, e.g. {"k": 10}')
+        problem = json_value_problem(value)
+        if problem:
+            raise forms.ValidationError(problem)
+        return value
 
 
 @admin.register(Dataset)
 class DatasetAdmin(admin.ModelAdmin):
+    form = DatasetAdminForm
     list_display = [
         "slug",
         "name",
@@ -38,6 +59,16 @@ class DatasetAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> Any:
         return selectors.dataset_list()
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Dataset | None = None) -> list[str]:
+        # The index and model files are named after the slug; items are of one modality.
+        fixed = ["slug"] if obj else []
+        if obj and obj.items.exists():
+            fixed.append("modality")
+        return fixed + list(self.readonly_fields)
+
+    def get_prepopulated_fields(self, request: HttpRequest, obj: Dataset | None = None) -> dict[str, Any]:
+        return {} if obj else dict(self.prepopulated_fields)
 
     @admin.display(description="items", ordering="item_count")
     def items_link(self, obj: Dataset) -> str:
@@ -69,8 +100,34 @@ class HasLabelFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ItemAdminForm(forms.ModelForm):
+    """Accepts what an import would accept, and stores it as an import would (keys and labels trimmed,
+    numbers as floats); the model's JSON fields alone take any JSON, e.g. a vector of strings."""
+
+    class Meta:
+        model = Item
+        fields = ["dataset", "key", "text", "vector", "label", "metadata"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        dataset = data.get("dataset") if "dataset" in self.fields else self.instance.dataset
+        if dataset is None or self.errors:
+            return data
+        names = ("key", "text", "vector", "label", "metadata")
+        try:
+            record = item_validate(dataset=dataset, values={name: data.get(name) for name in names})
+        except DataFormatError as exc:
+            raise forms.ValidationError(
+                {exc.field if exc.field in self.fields else None: exc.message}
+            ) from None
+        data.update(key=record.key, text=record.text, vector=record.vector, label=record.label)
+        data["metadata"] = record.metadata
+        return data
+
+
 @admin.register(Item)
 class ItemAdmin(admin.ModelAdmin):
+    form = ItemAdminForm
     list_display = ["key", "dataset", "label", "short_text", "updated_at"]
     list_filter = ["dataset", HasLabelFilter]
     list_select_related = ["dataset"]
@@ -83,7 +140,27 @@ class ItemAdmin(admin.ModelAdmin):
     def short_text(self, obj: Item) -> str:
         return obj.preview()
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Item | None = None) -> list[str]:
+        # Moving an item to another dataset would leave its pairs pointing across datasets.
+        return (["dataset"] if obj else []) + list(self.readonly_fields)
+
     def save_model(self, request: HttpRequest, obj: Item, form: Any, change: bool) -> None:
         # The embedding cache is keyed by content: an edit here must move the hash with the content.
         obj.content_hash = item_content_hash(text=obj.text, vector=obj.vector)
         super().save_model(request, obj, form, change)
+        # Listeners (the active index) learn of the edit like of any import.
+        transaction.on_commit(lambda: items_changed.send(sender=Item, dataset=obj.dataset, item_ids=[obj.pk]))
+
+    def delete_model(self, request: HttpRequest, obj: Item) -> None:
+        items_delete(dataset=obj.dataset, item_ids=[obj.pk])
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for dataset_id, ids in _ids_by_dataset(queryset).items():
+            items_delete(dataset=Dataset.objects.get(pk=dataset_id), item_ids=ids)
+
+
+def _ids_by_dataset(queryset: Any) -> dict[int, list[int]]:
+    grouped: dict[int, list[int]] = {}
+    for pk, dataset_id in queryset.values_list("id", "dataset_id"):
+        grouped.setdefault(dataset_id, []).append(pk)
+    return grouped

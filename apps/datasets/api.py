@@ -15,7 +15,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.common.api import IsStaffOrReadOnly, check_request_size, upload_too_large
+from apps.common.api import (
+    IsStaffOrReadOnly,
+    StrictFloatField,
+    check_query_string,
+    check_request_size,
+    upload_too_large,
+)
 from apps.datasets import selectors, services
 from apps.datasets.formats import (
     FORMATS,
@@ -53,6 +59,22 @@ class DatasetSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["vector_dim", "created_at", "updated_at"]
 
+    def validate_slug(self, value: str) -> str:
+        if self.instance is not None and value != self.instance.slug:
+            raise ValidationError(
+                "a dataset's slug cannot change: its URLs, index and model files are named after it"
+            )
+        return value
+
+    def validate_settings(self, value: Any) -> dict[str, Any]:
+        # Read as a mapping (k, contamination, …) wherever the dataset is used.
+        if not isinstance(value, dict):
+            raise ValidationError('must be a JSON object, e.g. {"k": 10}')
+        problem = services.json_value_problem(value)
+        if problem:
+            raise ValidationError(problem)
+        return value
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         changes_modality = (
             self.instance is not None and "modality" in attrs and attrs["modality"] != self.instance.modality
@@ -63,6 +85,9 @@ class DatasetSerializer(serializers.ModelSerializer):
 
     def create(self, validated_data: dict[str, Any]) -> Dataset:
         return services.dataset_create(**validated_data)
+
+    def update(self, instance: Dataset, validated_data: dict[str, Any]) -> Dataset:
+        return services.dataset_update(dataset=instance, **validated_data)
 
 
 class DatasetViewSet(viewsets.ModelViewSet):
@@ -101,7 +126,7 @@ class ItemSerializer(serializers.ModelSerializer):
 class ItemInputSerializer(serializers.Serializer):
     key = serializers.CharField(max_length=MAX_KEY_LENGTH, required=False, allow_blank=True, default="")
     text = serializers.CharField(required=False, allow_blank=False, trim_whitespace=False)
-    vector = serializers.ListField(child=serializers.FloatField(), required=False, allow_empty=False)
+    vector = serializers.ListField(child=StrictFloatField(), required=False, allow_empty=False)
     label = serializers.CharField(max_length=MAX_LABEL_LENGTH, required=False, allow_blank=True, default="")
     metadata = serializers.DictField(required=False, default=dict)
 
@@ -153,6 +178,7 @@ class ItemListCreateApi(DatasetMixin, generics.ListCreateAPIView):
     serializer_class = ItemSerializer
 
     def get_queryset(self) -> Any:
+        check_query_string(self.request)
         params = self.request.query_params
         metadata = {
             name[len("metadata.") :]: value for name, value in params.items() if name.startswith("metadata.")
@@ -243,6 +269,9 @@ class ItemDetailApi(DatasetMixin, generics.RetrieveDestroyAPIView):
 
     def get_queryset(self) -> Any:
         return Item.objects.filter(dataset=self.get_dataset())
+
+    def perform_destroy(self, instance: Item) -> None:
+        services.items_delete(dataset=instance.dataset, item_ids=[instance.pk])
 
 
 class DatasetImportInputSerializer(serializers.Serializer):

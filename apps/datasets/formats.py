@@ -26,6 +26,12 @@ from typing import IO, Any
 FORMATS = ("csv", "jsonl", "clinc150", "stsb", "odds")
 MAX_KEY_LENGTH = 255
 MAX_LABEL_LENGTH = 255
+_TOO_DEEP = "nested too deeply"
+
+# The csv module refuses fields over 128 KiB by default, so a long text (or a long vector) that jsonl or the
+# API stored would export to a csv that no longer imports. Lines are read whole anyway, and uploads are
+# capped by SIMAPP_MAX_UPLOAD_MB; raising the (process-wide) limit only ever widens it.
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 
 ProgressCallback = Callable[[int, int], None]  # (bytes read, total bytes or 0 when unknown)
 
@@ -102,8 +108,9 @@ def text_hash(text: str) -> str:
 
 
 def vector_hash(vector: list[float]) -> str:
-    # repr() of a float round-trips exactly, so equal vectors hash equal and any change is seen.
-    return hashlib.sha256(",".join(repr(float(v)) for v in vector).encode("ascii")).hexdigest()
+    # repr() of a float round-trips exactly, so equal vectors hash equal and any change is seen. "+ 0.0"
+    # makes -0.0 (equal to 0.0, but another repr) 0.0, as PostgreSQL's jsonb stores it.
+    return hashlib.sha256(",".join(repr(float(v) + 0.0) for v in vector).encode("ascii")).hexdigest()
 
 
 def content_key(prefix: str, digest: str) -> str:
@@ -178,8 +185,11 @@ class _CountingReader(io.RawIOBase):
         return n
 
 
-def _text_lines(raw: IO[bytes], source: str) -> Iterator[tuple[int, str]]:
-    """Yield (line number, line without its end) from UTF-8 bytes; a file of nothing at all is an error."""
+def _text_lines(raw: IO[bytes], source: str, *, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
+    """Yield (line number, line) from UTF-8 bytes, without its end unless ``keep_ends``.
+
+    A file of nothing at all is an error.
+    """
     decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="strict")
     buffered = io.BufferedReader(raw, buffer_size=1 << 16)  # type: ignore[arg-type]
     seen_bytes = False
@@ -195,7 +205,7 @@ def _text_lines(raw: IO[bytes], source: str) -> Iterator[tuple[int, str]]:
             ) from None
         if "\x00" in line:
             raise DataFormatError(source, "contains NUL bytes; is this a binary file?", line=lineno)
-        yield lineno, line.rstrip("\r\n")
+        yield lineno, line if keep_ends else line.rstrip("\r\n")
     if not seen_bytes:
         raise DataFormatError(source, "the file is empty")
 
@@ -227,7 +237,7 @@ def _vector(value: Any, source: str, line: int, field_name: str = "vector") -> l
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise DataFormatError(
                 source, "must be a JSON array of numbers, e.g. [0.1, 2.5]", line=line, field=field_name
             ) from None
@@ -350,6 +360,10 @@ class _RowParser:
                     raise DataFormatError(
                         self.source, f"is not valid JSON ({exc.msg})", line=line, field="metadata"
                     ) from None
+                except RecursionError:
+                    raise DataFormatError(
+                        self.source, f"is not valid JSON ({_TOO_DEEP})", line=line, field="metadata"
+                    ) from None
             if not isinstance(raw, dict):
                 raise DataFormatError(self.source, "must be a JSON object", line=line, field="metadata")
             metadata.update(raw)
@@ -357,7 +371,11 @@ class _RowParser:
             if name.startswith(_META_PREFIX):
                 # csv cells are strings; numbers become numbers so range filters work on them.
                 if from_csv and isinstance(value, str) and _NUMBER.match(value):
-                    value = float(value) if any(c in value for c in ".eE") else int(value)
+                    value = (
+                        _finite_float(value, self.source, line, name)
+                        if any(c in value for c in ".eE")
+                        else int(value)
+                    )
                 metadata[name[len(_META_PREFIX) :]] = value
         return metadata
 
@@ -400,11 +418,21 @@ class _RowParser:
         )
 
 
+def parse_item(values: dict[str, Any], *, source: str) -> ItemRecord:
+    """One item from a mapping of jsonl item fields (key, text or vector, label, metadata), checked as a
+    jsonl line is; for forms, so that they accept exactly what an import would."""
+    records = list(_RowParser(source, ColumnNames()).parse(values, 0, from_csv=False))
+    if len(records) != 1 or not isinstance(records[0], ItemRecord):
+        raise DataFormatError(source, "is not one item")
+    return records[0]
+
+
 def _read_csv(raw: IO[bytes], *, source: str, columns: ColumnNames) -> Iterator[Record]:
     parser = _RowParser(source, columns)
-    lines = _text_lines(raw, source)
-    # csv needs the line ends back to see quoted newlines; line numbers come from the reader itself.
-    reader = csv.reader((text + "\n" for _, text in lines), strict=True)
+    # csv gets the lines with their ends, as from a file opened with newline="": a quoted field keeps its
+    # "\r\n" (so a csv export of such a text reads back unchanged). Line numbers come from the reader.
+    lines = _text_lines(raw, source, keep_ends=True)
+    reader = csv.reader((text for _, text in lines), strict=True)
     try:
         header = next(reader)
     except csv.Error as exc:
@@ -460,6 +488,8 @@ def _read_jsonl(raw: IO[bytes], *, source: str, columns: ColumnNames) -> Iterato
             raise DataFormatError(
                 source, f"invalid JSON: {exc.msg} (column {exc.colno})", line=line
             ) from None
+        except RecursionError:
+            raise DataFormatError(source, f"invalid JSON: {_TOO_DEEP}", line=line) from None
         if not isinstance(obj, dict):
             raise DataFormatError(
                 source, f"each line must be a JSON object, not {type(obj).__name__}", line=line
@@ -493,6 +523,7 @@ class _JsonStream:
 
     CHUNK = 1 << 20
     MAX_VALUE = 16 << 20  # a single leaf value larger than this is reported as malformed
+    MAX_DEPTH = 500  # containers skipped inside containers; a clinc150 file needs 3
 
     def __init__(self, raw: IO[bytes], source: str) -> None:
         self.source = source
@@ -562,6 +593,8 @@ class _JsonStream:
                     continue
                 line = self.line + self.buf.count("\n", self.pos, exc.pos)
                 raise DataFormatError(self.source, f"malformed JSON: {exc.msg}", line=line) from None
+            except RecursionError:
+                raise self.error(f"malformed JSON: {_TOO_DEEP}") from None
             self._advance(end)
             return obj
 
@@ -602,15 +635,24 @@ class _JsonStream:
             return
 
     def skip(self) -> None:
-        first = self.peek()
-        if first == "{":
-            for _ in self.members():
-                self.skip()
-        elif first == "[":
-            for _ in self.elements():
-                self.skip()
-        else:
-            self.value()
+        """Consume one value without building it. Iterative: nesting must not exhaust Python's stack."""
+        done = object()
+        open_containers: list[Iterator[Any]] = []
+        while True:
+            first = self.peek()
+            if first == "{":
+                open_containers.append(self.members())
+            elif first == "[":
+                open_containers.append(self.elements())
+            else:
+                self.value()
+            if len(open_containers) > self.MAX_DEPTH:
+                raise self.error(f"malformed JSON: {_TOO_DEEP}")
+            # Move to the next value to consume: the next member of the innermost unfinished container.
+            while open_containers and next(open_containers[-1], done) is done:
+                open_containers.pop()
+            if not open_containers:
+                return
 
     def end(self) -> None:
         if self.peek() != "":
@@ -730,13 +772,31 @@ def _read_odds(raw: IO[bytes], *, source: str) -> Iterator[Record]:
         )
     if not np.issubdtype(features.dtype, np.number):
         raise DataFormatError(source, f"X must be numeric, not {features.dtype}", field="X")
+    if np.iscomplexobj(features):  # casting to float would silently drop the imaginary parts
+        raise DataFormatError(source, "X must be real numbers, not complex", field="X")
     features = features.astype(np.float64)
     outliers = None
     if "y" in mat:
-        outliers = np.asarray(mat["y"]).reshape(-1)
+        labels = np.asarray(mat["y"])
+        if labels.dtype == np.bool_:  # a MATLAB logical array
+            labels = labels.astype(np.uint8)
+        if not np.issubdtype(labels.dtype, np.number) or np.iscomplexobj(labels):
+            raise DataFormatError(source, f"y must be 0 or 1 per row, not {labels.dtype}", field="y")
+        outliers = labels.reshape(-1)
         if outliers.shape[0] != features.shape[0]:
             raise DataFormatError(
                 source, f"y has {outliers.shape[0]} entries but X has {features.shape[0]} rows", field="y"
+            )
+        # Anything but 0 and 1 (2, 0.5, NaN) would otherwise silently count as an inlier.
+        bad_labels = np.flatnonzero((outliers != 0) & (outliers != 1))
+        if bad_labels.size:
+            row = int(bad_labels[0])
+            raise DataFormatError(
+                source,
+                f"{outliers[row]:g} is not 0 or 1 (1 = outlier)",
+                line=row + 1,
+                field="y",
+                unit="row",
             )
     bad_rows = np.flatnonzero(~np.isfinite(features).all(axis=1))
     if bad_rows.size:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import models
 
 
@@ -54,6 +56,12 @@ class Item(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+    def metadata_items(self) -> list[tuple[str, Any]]:
+        """(name, value) pairs of the metadata by name, for templates, where ``item.metadata.items`` would
+        give the value of a field named "items" rather than call ``dict.items``. Sorted, because the
+        databases keep different orders (PostgreSQL's jsonb puts shorter names first)."""
+        return sorted(self.metadata.items(), key=lambda pair: pair[0])
 
     def preview(self, limit: int = 90) -> str:
         """A short human-readable rendering of the content, for lists."""

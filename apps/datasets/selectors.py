@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import TypedDict
 
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce
 
 from apps.datasets.models import Dataset, Item
@@ -49,8 +51,8 @@ def dataset_stats(*, dataset: Dataset) -> DatasetStats:
         items=Item.objects.filter(dataset=dataset).count(),
         pairs=Pair.objects.filter(dataset=dataset).count(),
         labels=Item.objects.filter(dataset=dataset).exclude(label="").values("label").distinct().count(),
-        # No model has been trained for any dataset until the training app exists; then this is its number.
-        active_version=None,
+        # The number of the model version that serves the dataset (the training app's ModelVersion).
+        active_version=dataset.model_versions.filter(is_active=True).values_list("number", flat=True).first(),
     )
 
 
@@ -69,6 +71,18 @@ class InvalidFilter(ValueError):
     pass
 
 
+def _json_scalar(raw: str) -> bool | int | float | None:
+    """The JSON boolean or number ``raw`` spells, else None. Not NaN or infinity (which Python's json reads,
+    and 1e400 overflows to): no stored JSON value holds them, and PostgreSQL refuses them in a query."""
+    try:
+        parsed = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    if isinstance(parsed, bool | int) or (isinstance(parsed, float) and math.isfinite(parsed)):
+        return parsed
+    return None
+
+
 def item_list(
     *, dataset: Dataset, label: str | None = None, metadata: dict[str, str] | None = None, search: str = ""
 ) -> QuerySet[Item]:
@@ -79,19 +93,20 @@ def item_list(
     items = Item.objects.filter(dataset=dataset)
     if label is not None:
         items = items.filter(label=label)
-    for name, raw in (metadata or {}).items():
+    for number, (name, raw) in enumerate((metadata or {}).items()):
         # "__" would let a query string reach Django lookups (e.g. "n__gt"): field names only.
         if not _FIELD_NAME.match(name) or "__" in name:
             raise InvalidFilter(
                 f"metadata field '{name}' may use letters, digits, '_' and '-' only (no '__')"
             )
-        condition = Q(**{f"metadata__{name}": raw})
-        try:
-            parsed = json.loads(raw)
-        except json.JSONDecodeError:
-            parsed = None
-        if isinstance(parsed, bool | int | float) and not isinstance(parsed, str):
-            condition |= Q(**{f"metadata__{name}": parsed})
+        # An explicit key, not "metadata__<name>": Django reads a name such as "contains", "in" or
+        # "isnull" there as a lookup on the whole field, not as a key.
+        field = f"metadata_filter_{number}"
+        items = items.alias(**{field: KeyTransform(name, "metadata")})
+        condition = Q(**{field: raw})
+        parsed = _json_scalar(raw)
+        if parsed is not None:
+            condition |= Q(**{field: parsed})
         items = items.filter(condition)
     if search:
         items = items.filter(Q(text__icontains=search) | Q(key__icontains=search))

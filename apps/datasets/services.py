@@ -11,11 +11,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -26,11 +28,13 @@ from apps.datasets.formats import (
     Notice,
     PairRecord,
     Record,
+    parse_item,
     read_records,
     text_hash,
     vector_hash,
 )
 from apps.datasets.models import Dataset, Item
+from apps.datasets.signals import items_changed, items_deleted
 from apps.labelling.models import Pair
 
 DEFAULT_ENCODERS = {Dataset.Modality.TEXT: "minilm", Dataset.Modality.VECTOR: "vector"}
@@ -81,6 +85,25 @@ def dataset_create(
         description=description,
         settings=settings or {},
     )
+    dataset.full_clean()
+    dataset.save()
+    return dataset
+
+
+def dataset_update(*, dataset: Dataset, **changes: Any) -> Dataset:
+    """Change fields of ``dataset`` (the caller checks that only a dataset without items changes modality).
+
+    The encoder follows the modality: left blank, or left at the old modality's default when the modality
+    changes, it becomes the new modality's default, as ``dataset_create`` would have chosen.
+    """
+    old_modality = dataset.modality
+    for name, value in changes.items():
+        setattr(dataset, name, value)
+    if dataset.modality != old_modality:
+        dataset.vector_dim = None  # fixed by the first import of vectors, of which there are none
+        if "encoder" not in changes and dataset.encoder == DEFAULT_ENCODERS[Dataset.Modality(old_modality)]:
+            dataset.encoder = ""
+    dataset.encoder = dataset.encoder or DEFAULT_ENCODERS[Dataset.Modality(dataset.modality)]
     dataset.full_clean()
     dataset.save()
     return dataset
@@ -145,6 +168,8 @@ def dataset_records_save(
     dataset = Dataset.objects.filter(slug=slug).first()
     if dataset is None and not create_missing:
         raise where.error(f"no dataset '{slug}'")
+    if dataset is None:
+        _check_new_dataset(slug=slug, name=name or slug)  # before reading a file that may be large
     batch = _collect(records, dataset=dataset, where=where)
     if not batch.items and not batch.pairs:
         raise where.error("holds no items or pairs")
@@ -163,9 +188,38 @@ def dataset_records_save(
             dataset.vector_dim = batch.vector_dim
             dataset.save(update_fields=["vector_dim", "updated_at"])
         writer = _Writer(total=len(batch.items) + len(batch.pairs), on_progress=on_progress)
-        key_to_id = _write_items(dataset, batch.items, result, writer)
+        key_to_id, changed_ids = _write_items(dataset, batch.items, result, writer)
         _write_pairs(dataset, batch.pairs, key_to_id, users, annotator, pair_source, result, writer)
+        if changed_ids:
+            # After commit, so listeners (the index) only ever see stored items.
+            changed = dataset
+            transaction.on_commit(
+                lambda: items_changed.send(sender=Item, dataset=changed, item_ids=changed_ids)
+            )
     return result
+
+
+def item_validate(*, dataset: Dataset, values: dict[str, Any]) -> ItemRecord:
+    """The item that ``values`` (key, text or vector, label, metadata) give, checked as an import into
+    ``dataset`` checks it. Raises ``DataFormatError`` naming the field."""
+    where = _Where("", "entry")
+    content = "vector" if dataset.modality == Dataset.Modality.VECTOR else "text"
+    values = {name: value for name, value in values.items() if value not in (None, "")}
+    if "text" not in values and "vector" not in values:
+        raise where.error("is missing", field=content)
+    record = parse_item(values, source="")
+    _collect([record], dataset=dataset, where=where)
+    return record
+
+
+def items_delete(*, dataset: Dataset, item_ids: list[int]) -> int:
+    """Delete items (their pairs go with them); listeners drop them from the index after commit."""
+    with transaction.atomic():
+        ids = list(Item.objects.filter(dataset=dataset, pk__in=item_ids).values_list("id", flat=True))
+        Item.objects.filter(pk__in=ids).delete()
+        if ids:
+            transaction.on_commit(lambda: items_deleted.send(sender=Item, dataset=dataset, item_ids=ids))
+    return len(ids)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -202,7 +256,12 @@ def _collect(records: Iterable[Record], *, dataset: Dataset | None, where: _Wher
     for record in records:
         if isinstance(record, Notice):
             batch.notices.append(record.message)
-        elif isinstance(record, ItemRecord):
+            continue
+        _check_storable(record, where=where)
+        if isinstance(record, ItemRecord):
+            if record.vector is None and not record.text.strip():
+                # The file readers refuse it too; this is for records from the API and forms.
+                raise where.error("is empty", line=record.line, field="text")
             modality = Dataset.Modality.VECTOR if record.vector is not None else Dataset.Modality.TEXT
             if batch.modality is None:
                 batch.modality, modality_line = modality, record.line
@@ -244,6 +303,91 @@ def _collect(records: Iterable[Record], *, dataset: Dataset | None, where: _Wher
                 )
             batch.pairs[ident] = record
     return batch
+
+
+def _check_new_dataset(*, slug: str, name: str) -> None:
+    """Refuse a slug or name that ``dataset_create`` would, as a one-line ``DataFormatError``."""
+    candidate = Dataset(slug=slug, name=name, encoder=DEFAULT_ENCODERS[Dataset.Modality.TEXT])
+    try:
+        candidate.full_clean(validate_unique=False)
+    except ValidationError as exc:
+        field, messages = next(iter(exc.message_dict.items()))
+        raise DataFormatError("", f"cannot create dataset '{slug}': {field}: {messages[0]}") from None
+
+
+_NUL_MESSAGE = "contains a NUL character, which the database cannot store"
+
+
+def _check_storable(record: ItemRecord | PairRecord, *, where: _Where) -> None:
+    """Refuse values the database would reject mid-import (a 500 or a traceback, not a located error).
+
+    PostgreSQL stores no NUL character in text or jsonb (a JSON string may spell one as "\\u0000"), and
+    JSON has no NaN or infinity (which Python's json reads, and 1e400 overflows to).
+    """
+    if isinstance(record, ItemRecord):
+        strings = {"key": record.key, "text": record.text, "label": record.label}
+    else:
+        strings = {"a": record.a, "b": record.b, "annotator": record.annotator or ""}
+    for name, value in strings.items():
+        if "\x00" in value:
+            raise where.error(_NUL_MESSAGE, line=record.line, field=name)
+    if isinstance(record, ItemRecord):
+        problem = json_value_problem(record.metadata)
+        if problem:
+            raise where.error(problem, line=record.line, field="metadata")
+
+
+def json_value_problem(value: Any) -> str | None:
+    """Why the database cannot store JSON ``value`` (metadata, settings), or None when it can."""
+    # Iterative: metadata may be nested as deeply as json.loads allows, deeper than a recursion here could.
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, dict):
+            if any("\x00" in name for name in current):
+                return _NUL_MESSAGE
+            pending.extend(current.values())
+        elif isinstance(current, list):
+            pending.extend(current)
+        elif isinstance(current, str) and "\x00" in current:
+            return _NUL_MESSAGE
+        elif isinstance(current, float) and not math.isfinite(current):
+            return f"contains the number {current}; JSON numbers must be finite"
+    return None
+
+
+def _same_json(first: Any, second: Any) -> bool:
+    """Whether two JSON values are the same, as stored metadata and as read again.
+
+    Not ``==``: it holds True == 1 (so {"flag": true} would never replace {"flag": 1}), and PostgreSQL's
+    jsonb hands a float such as 5.972e24 back as the integer 5972000000000000000000000, which ``==`` tells
+    apart from the float, so re-importing the same file would update the item every time.
+    """
+    pending = [(first, second)]
+    while pending:
+        a, b = pending.pop()
+        if isinstance(a, bool) or isinstance(b, bool):
+            same = a is b
+        elif isinstance(a, int | float) and isinstance(b, int | float):
+            same = a == b or (isinstance(a, float) != isinstance(b, float) and _same_float(a, b))
+        elif isinstance(a, dict) and isinstance(b, dict):
+            same = a.keys() == b.keys()
+            pending.extend((a[name], b[name]) for name in a)
+        elif isinstance(a, list) and isinstance(b, list):
+            same = len(a) == len(b)
+            pending.extend(zip(a, b, strict=False))
+        else:
+            same = type(a) is type(b) and a == b
+        if not same:
+            return False
+    return True
+
+
+def _same_float(a: int | float, b: int | float) -> bool:
+    try:
+        return float(a) == float(b)
+    except OverflowError:  # an integer beyond float range equals no float
+        return False
 
 
 def _check_unknown_keys(batch: _Batch, *, dataset: Dataset | None, where: _Where) -> None:
@@ -326,7 +470,8 @@ class _Writer:
 
 def _write_items(
     dataset: Dataset, records: dict[str, ItemRecord], result: ImportResult, writer: _Writer
-) -> dict[str, int]:
+) -> tuple[dict[str, int], list[int]]:
+    """Create new items, update changed ones; returns key → id and the ids of created or updated items."""
     existing = {
         key: (pk, content_hash, label, metadata)
         for pk, key, content_hash, label, metadata in Item.objects.filter(dataset=dataset).values_list(
@@ -352,7 +497,7 @@ def _write_items(
                     content_hash=content,
                 )
             )
-        elif row[1:] != (content, record.label, record.metadata):
+        elif row[1:3] != (content, record.label) or not _same_json(row[3], record.metadata):
             to_update.append(
                 Item(
                     id=row[0],
@@ -376,7 +521,8 @@ def _write_items(
             key_to_id.update((item.key, item.pk) for item in to_create)
         else:  # pragma: no cover - both supported backends return ids
             key_to_id.update(Item.objects.filter(dataset=dataset).values_list("key", "id"))
-    return key_to_id
+    changed_ids = [key_to_id[item.key] for item in to_create] + [item.pk for item in to_update]
+    return key_to_id, changed_ids
 
 
 def _write_pairs(
@@ -487,7 +633,9 @@ def _export_csv(dataset: Dataset) -> Iterator[str]:
     content = "vector" if dataset.modality == Dataset.Modality.VECTOR else "text"
     header = ["key", content, "label", "metadata", "a", "b", "score", "annotator", "source"]
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    # The csv module quotes a field only for the characters of the line terminator, so with "\n" alone a
+    # text holding a bare "\r" would be written unquoted and could not be read back.
+    writer = csv.writer(buffer, lineterminator="\r\n")
 
     def flush() -> str:
         text = buffer.getvalue()

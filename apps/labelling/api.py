@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.common.api import StrictFloatField, check_query_string
 from apps.datasets.api import ImportResultSerializer
 from apps.datasets.formats import MAX_KEY_LENGTH
 from apps.datasets.models import Dataset
@@ -45,7 +46,7 @@ class PairSerializer(serializers.ModelSerializer):
 class PairInputSerializer(serializers.Serializer):
     a = serializers.CharField(max_length=MAX_KEY_LENGTH, help_text="Key of one item.")
     b = serializers.CharField(max_length=MAX_KEY_LENGTH, help_text="Key of the other item.")
-    score = serializers.FloatField(min_value=0.0, max_value=1.0, help_text="1 = same, 0 = unrelated.")
+    score = StrictFloatField(min_value=0.0, max_value=1.0, help_text="1 = same, 0 = unrelated.")
 
 
 def _dataset(slug: str) -> Dataset:
@@ -65,6 +66,7 @@ class PairListCreateApi(generics.ListAPIView):
     serializer_class = PairSerializer
 
     def get_queryset(self) -> Any:
+        check_query_string(self.request)
         params = self.request.query_params
         return selectors.pair_list(
             dataset=_dataset(self.kwargs["slug"]),

@@ -247,3 +247,211 @@ def test_session_auth_works_for_logged_in_users(staff_user: Any, client: Any) ->
     client.force_login(staff_user)
 
     assert client.get("/api/datasets/").status_code == 200
+
+
+# --- found in review --------------------------------------------------------------------------------
+
+
+def test_metadata_filters_on_fields_named_like_django_lookups(staff_api: APIClient) -> None:
+    dataset = DatasetFactory(slug="d")
+    ItemFactory(
+        dataset=dataset,
+        key="hit",
+        metadata={"contains": "x", "in": "y", "isnull": "no", "regex": "r", "has_key": "k", "n": 1},
+    )
+    ItemFactory(dataset=dataset, key="miss", metadata={"n": 2})
+
+    found = {
+        query: [r["key"] for r in staff_api.get(f"/api/datasets/d/items/?{query}").json()["results"]]
+        for query in (
+            "metadata.contains=x",
+            "metadata.in=y",
+            "metadata.isnull=no",
+            "metadata.regex=r",
+            "metadata.has_key=k",
+            "metadata.has_key=n",
+            "metadata.exact=x",
+        )
+    }
+
+    assert found == {
+        "metadata.contains=x": ["hit"],
+        "metadata.in=y": ["hit"],
+        "metadata.isnull=no": ["hit"],
+        "metadata.regex=r": ["hit"],
+        "metadata.has_key=k": ["hit"],
+        "metadata.has_key=n": [],
+        "metadata.exact=x": [],
+    }
+
+
+def test_item_metadata_beyond_float_range_is_400_and_changes_nothing(staff_api: APIClient) -> None:
+    ItemFactory(dataset=DatasetFactory(slug="d"), key="k")
+    before = db_snapshot()
+
+    response = staff_api.post(
+        "/api/datasets/d/items/bulk/",
+        b'{"items": [{"key": "n", "text": "x", "metadata": {"mass": 1e400}}]}',
+        content_type="application/json",
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "items, entry 1, field 'metadata': contains the number inf; JSON numbers must be finite"
+    }
+    assert db_snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "url", ["/api/datasets/d/items/", "/api/datasets/d/items/bulk/", "/api/datasets/d/pairs/bulk/"]
+)
+def test_deeply_nested_json_body_is_400_and_changes_nothing(staff_api: APIClient, url: str) -> None:
+    ItemFactory(dataset=DatasetFactory(slug="d"), key="k")
+    before = db_snapshot()
+
+    response = staff_api.post(
+        url, b'{"items": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": "JSON parse error - nested too deeply"}
+    assert db_snapshot() == before
+
+
+def test_request_body_over_the_memory_limit_is_a_400_that_says_so(staff_api: APIClient) -> None:
+    DatasetFactory(slug="d")
+    before = db_snapshot()
+    items = [{"key": f"k{i}", "text": "x" * 100} for i in range(20)]
+
+    with override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1000):
+        response = staff_api.post("/api/datasets/d/items/bulk/", {"items": items}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "the request body is over the limit of 1000 bytes (DATA_UPLOAD_MAX_MEMORY_SIZE); "
+        "send fewer entries per request, or import a file"
+    }
+    assert db_snapshot() == before
+
+
+def test_a_datasets_slug_cannot_change(staff_api: APIClient) -> None:
+    ItemFactory(dataset=DatasetFactory(slug="d"))
+    before = db_snapshot()
+
+    response = staff_api.patch("/api/datasets/d/", {"slug": "renamed"}, format="json")
+    same = staff_api.patch("/api/datasets/d/", {"slug": "d", "name": "D"}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "slug": ["a dataset's slug cannot change: its URLs, index and model files are named after it"]
+    }
+    assert same.status_code == 200 and Dataset.objects.get().name == "D"
+    assert db_snapshot()["items"] == before["items"]
+
+
+def test_patching_an_empty_datasets_modality_or_blank_encoder_keeps_the_encoder_consistent(
+    staff_api: APIClient,
+) -> None:
+    staff_api.post("/api/datasets/", {"slug": "d", "name": "d"}, format="json")
+
+    to_vector = staff_api.patch("/api/datasets/d/", {"modality": "vector"}, format="json")
+    blank = staff_api.patch("/api/datasets/d/", {"encoder": ""}, format="json")
+    to_text_with_own_encoder = staff_api.patch(
+        "/api/datasets/d/", {"modality": "text", "encoder": "/models/mine"}, format="json"
+    )
+
+    assert (to_vector.json()["modality"], to_vector.json()["encoder"]) == ("vector", "vector")
+    assert (blank.json()["modality"], blank.json()["encoder"]) == ("vector", "vector")
+    assert (to_text_with_own_encoder.json()["modality"], to_text_with_own_encoder.json()["encoder"]) == (
+        "text",
+        "/models/mine",
+    )
+
+
+def test_dataset_settings_must_be_an_object(staff_api: APIClient) -> None:
+    DatasetFactory(slug="d")
+    before = db_snapshot()
+
+    response = staff_api.patch("/api/datasets/d/", {"settings": [1, 2]}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {"settings": ['must be a JSON object, e.g. {"k": 10}']}
+    assert db_snapshot() == before
+
+
+def test_booleans_are_not_numbers_in_vectors(staff_api: APIClient) -> None:
+    DatasetFactory(slug="v", modality="vector", encoder="vector")
+    before = db_snapshot()
+
+    response = staff_api.post("/api/datasets/v/items/", {"key": "a", "vector": [True, 2]}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {"vector": {"0": ["A valid number is required."]}}
+    assert db_snapshot() == before
+
+
+def test_an_item_whose_text_is_only_whitespace_is_refused_as_by_the_importers(staff_api: APIClient) -> None:
+    DatasetFactory(slug="d")
+    before = db_snapshot()
+
+    response = staff_api.post(
+        "/api/datasets/d/items/bulk/", {"items": [{"key": "w", "text": " \n\t"}]}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": "items, entry 1, field 'text': is empty"}
+    assert db_snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "items/?q=%00",
+        "items/?label=a%00",
+        "items/?metadata.colour=%00",
+        "items/?meta%00=x",
+        "pairs/?key=%00",
+        "pairs/?annotator=%00",
+    ],
+)
+def test_a_nul_character_in_a_query_string_is_a_400(staff_api: APIClient, query: str) -> None:
+    DatasetFactory(slug="d")
+
+    response = staff_api.get(f"/api/datasets/d/{query}")
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": "the query string contains a NUL character"}
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"note": "a\u0000"}, "contains a NUL character, which the database cannot store"),
+        ({"note\u0000": 1}, "contains a NUL character, which the database cannot store"),
+    ],
+)
+def test_dataset_settings_the_database_cannot_store_are_400(
+    staff_api: APIClient, settings: dict[str, Any], expected: str
+) -> None:
+    DatasetFactory(slug="d")
+    before = db_snapshot()
+
+    response = staff_api.patch("/api/datasets/d/", {"settings": settings}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {"settings": [expected]}
+    assert db_snapshot() == before
+
+
+@pytest.mark.parametrize("value", ["NaN", "-Infinity", "1e400", "[" * 5000, "true"])
+def test_metadata_filter_values_that_are_not_plain_json_numbers_match_as_text(
+    staff_api: APIClient, value: str
+) -> None:
+    dataset = DatasetFactory(slug="d")
+    ItemFactory(dataset=dataset, key="text", metadata={"v": value})
+    ItemFactory(dataset=dataset, key="other", metadata={"v": 1})
+
+    response = staff_api.get("/api/datasets/d/items/", {"metadata.v": value})
+
+    assert response.status_code == 200
+    assert [r["key"] for r in response.json()["results"]] == ["text"]

@@ -110,3 +110,27 @@ def test_drf_create_token_gives_a_working_api_token(staff_user: object) -> None:
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
 
     assert client.get("/api/datasets/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["Bad Slug!"],
+            "cannot create dataset 'Bad Slug!': slug: Enter a valid “slug” consisting of letters, numbers, "
+            "underscores or hyphens.",
+        ),
+        (
+            ["d", "--name", "n" * 201],
+            "cannot create dataset 'd': name: Ensure this value has at most 200 characters (it has 201).",
+        ),
+    ],
+)
+def test_an_invalid_new_dataset_is_a_one_line_error(tmp_path: Path, args: list[str], expected: str) -> None:
+    path = write(tmp_path, "ok.csv", "text\nhello\n")
+
+    with pytest.raises(CommandError) as info:
+        run_command("import_dataset", args[0], str(path), "--format", "csv", *args[1:])
+
+    assert str(info.value) == expected
+    assert db_snapshot() == {"datasets": [], "items": [], "pairs": []}

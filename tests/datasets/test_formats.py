@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -236,3 +237,104 @@ def test_odds_errors(tmp_path: Path) -> None:
 
 def test_unknown_format() -> None:
     assert "valid formats: csv, jsonl, clinc150, stsb, odds" in error_of("x", "xml").message
+
+
+# --- adversarial input: found in review -------------------------------------------------------------
+
+
+def test_csv_quoted_crlf_inside_a_field_is_kept() -> None:
+    records = read('key,text\r\nk1,"a\r\nb"\r\nk2,"ends in cr\r"\r\n', "csv")
+
+    assert [(r.key, r.text, r.line) for r in records] == [("k1", "a\r\nb", 3), ("k2", "ends in cr\r", 4)]
+
+
+def test_csv_field_longer_than_the_csv_modules_default_limit_is_read() -> None:
+    long_text = "word " * 40_000  # 200,000 characters; the csv module's default limit is 131,072
+
+    records = read(f"key,text\nk,{long_text}\n", "csv")
+
+    assert records == [ItemRecord(key="k", text=long_text, line=2)]
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("content", "fmt", "expected"),
+    [
+        (
+            '{"key": "a", "text": "x"}\n{"key": "b", "text": "y", "metadata": ' + DEEP + "}\n",
+            "jsonl",
+            "in.dat, line 2: invalid JSON: nested too deeply",
+        ),
+        (
+            'key,text,metadata\nk,t,"{""m"": ' + DEEP + '}"\n',
+            "csv",
+            "in.dat, line 2, field 'metadata': is not valid JSON (nested too deeply)",
+        ),
+        (
+            'key,vector\nk,"' + DEEP + '"\n',
+            "csv",
+            "in.dat, line 2, field 'vector': must be a JSON array of numbers, e.g. [0.1, 2.5]",
+        ),
+        (
+            '{\n"train": [\n["a", ' + DEEP + "]\n]\n}",
+            "clinc150",
+            "in.dat, line 3: malformed JSON: nested too deeply",
+        ),
+        (
+            '{\n"val": ' + DEEP + ',\n"train": [["a", "b"]]\n}',
+            "clinc150",
+            "in.dat, line 2: malformed JSON: nested too deeply",
+        ),
+    ],
+    ids=["jsonl", "csv metadata", "csv vector", "clinc150 split read", "clinc150 split skipped"],
+)
+def test_deeply_nested_json_is_a_located_error_not_a_crash(content: str, fmt: str, expected: str) -> None:
+    error = error_of(content, fmt, split="train")
+
+    assert str(error) == expected
+
+
+def test_csv_meta_column_with_a_number_beyond_float_range_is_refused() -> None:
+    error = error_of("key,text,meta.mass\nk,t,1e400\n", "csv")
+
+    assert str(error) == "in.dat, line 2, field 'meta.mass': '1e400' is not a finite number"
+
+
+def test_odds_refuses_complex_features(tmp_path: Path) -> None:
+    error = error_of(mat_bytes(tmp_path, X=np.array([[1 + 2j, 3.0], [4.0, 5.0]])), "odds")
+
+    assert str(error) == "in.dat, field 'X': X must be real numbers, not complex"
+
+
+@pytest.mark.parametrize(
+    ("y", "expected"),
+    [
+        (np.array([[0.0], [2.0]]), "in.dat, row 2, field 'y': 2 is not 0 or 1 (1 = outlier)"),
+        (np.array([[np.nan], [1.0]]), "in.dat, row 1, field 'y': nan is not 0 or 1 (1 = outlier)"),
+        (np.array([[0.5], [1.0]]), "in.dat, row 1, field 'y': 0.5 is not 0 or 1 (1 = outlier)"),
+        (np.array(["a", "b"]), "in.dat, field 'y': y must be 0 or 1 per row, not <U1"),
+    ],
+)
+def test_odds_refuses_outlier_labels_other_than_0_and_1(tmp_path: Path, y: Any, expected: str) -> None:
+    error = error_of(mat_bytes(tmp_path, X=np.ones((2, 2)), y=y), "odds")
+
+    assert str(error) == expected
+
+
+def test_odds_accepts_logical_outlier_labels(tmp_path: Path) -> None:
+    data = mat_bytes(tmp_path, X=np.ones((2, 1)), y=np.array([[True], [False]]))
+
+    assert [r.metadata for r in read(data, "odds")] == [{"outlier": 1}, {"outlier": 0}]
+
+
+def test_clinc150_skips_other_splits_of_any_shape_across_chunk_boundaries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(formats._JsonStream, "CHUNK", 5)
+    doc = '{"val": [[], {}, {"a": [1, {"b": "]}[{"}], "c": null}, ["x", "y"]], "oos": 3, "train": [["hi", "greet"]]}'
+
+    rows = list(formats.iter_clinc150(io.BytesIO(doc.encode()), source="c.json", splits=("train",)))
+
+    assert [(r.split, r.text, r.label) for r in rows] == [("train", "hi", "greet")]

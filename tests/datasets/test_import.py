@@ -11,7 +11,7 @@ import pytest
 import scipy.io
 from django.contrib.auth import get_user_model
 
-from apps.datasets.formats import ColumnNames, DataFormatError, text_hash
+from apps.datasets.formats import ColumnNames, DataFormatError, text_hash, vector_hash
 from apps.datasets.models import Dataset, Item
 from apps.datasets.selectors import dataset_stats
 from apps.datasets.services import dataset_export, dataset_import
@@ -318,3 +318,132 @@ def test_progress_reports_bytes_read_then_rows_written() -> None:
     assert reads[-1] == ("read", len(content), 0)  # total unknown for an in-memory stream
     assert writes[-1] == ("write", 5000, 5000) and len(writes) >= 3
     assert seen.index(reads[-1]) < seen.index(writes[0])
+
+
+# --- found in review: what the database cannot store, metadata identity, tricky round trips ----------
+
+UNSTORABLE = [
+    (
+        '{"key": "k", "text": "a\\u0000b"}',
+        "in.jsonl, line 1, field 'text': contains a NUL character, which the database cannot store",
+    ),
+    (
+        '{"key": "k\\u0000", "text": "x"}',
+        "in.jsonl, line 1, field 'key': contains a NUL character, which the database cannot store",
+    ),
+    (
+        '{"key": "k", "text": "x", "label": "l\\u0000"}',
+        "in.jsonl, line 1, field 'label': contains a NUL character, which the database cannot store",
+    ),
+    (
+        '{"key": "k", "text": "x", "metadata": {"m": ["a\\u0000"]}}',
+        "in.jsonl, line 1, field 'metadata': contains a NUL character, which the database cannot store",
+    ),
+    (
+        '{"key": "k", "text": "x", "metadata": {"m\\u0000": 1}}',
+        "in.jsonl, line 1, field 'metadata': contains a NUL character, which the database cannot store",
+    ),
+    (
+        '{"a": "k1", "b": "k\\u0000", "score": 1}',
+        "in.jsonl, line 1, field 'b': contains a NUL character, which the database cannot store",
+    ),
+    (
+        '{"key": "k", "text": "x", "metadata": {"m": NaN}}',
+        "in.jsonl, line 1, field 'metadata': contains the number nan; JSON numbers must be finite",
+    ),
+    (
+        '{"key": "k", "text": "x", "metadata": {"m": [1, {"n": -Infinity}]}}',
+        "in.jsonl, line 1, field 'metadata': contains the number -inf; JSON numbers must be finite",
+    ),
+    (
+        '{"key": "k", "text": "x", "metadata": {"m": 1e400}}',
+        "in.jsonl, line 1, field 'metadata': contains the number inf; JSON numbers must be finite",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    UNSTORABLE,
+    ids=[
+        "NUL in text",
+        "NUL in key",
+        "NUL in label",
+        "NUL in metadata value",
+        "NUL in metadata name",
+        "NUL in pair key",
+        "NaN",
+        "-Infinity",
+        "1e400",
+    ],
+)
+def test_values_the_database_cannot_store_are_refused_and_change_nothing(line: str, expected: str) -> None:
+    dataset = DatasetFactory(slug="d")
+    ItemFactory(dataset=dataset, key="k1")
+    before = db_snapshot()
+
+    with pytest.raises(DataFormatError) as info:
+        import_text("d", line + "\n", "jsonl", name="in.jsonl")
+
+    assert str(info.value) == expected
+    assert db_snapshot() == before
+
+
+def test_nul_in_a_clinc150_text_is_refused() -> None:
+    with pytest.raises(DataFormatError) as info:
+        import_text("c", '{"train": [["a\\u0000", "x"]]}', "clinc150", name="c.json", split="train")
+
+    assert (
+        str(info.value)
+        == "c.json, line 1, field 'text': contains a NUL character, which the database cannot store"
+    )
+    assert db_snapshot() == {"datasets": [], "items": [], "pairs": []}
+
+
+def test_reimporting_large_float_metadata_changes_nothing_and_true_replaces_1() -> None:
+    line = '{{"key": "k", "text": "x", "metadata": {{"mass": 5.972e24, "flag": {flag}}}}}\n'
+    import_text("d", line.format(flag="1"), "jsonl", name="in.jsonl")
+
+    again = import_text("d", line.format(flag="1"), "jsonl", name="in.jsonl")
+    flagged = import_text("d", line.format(flag="true"), "jsonl", name="in.jsonl")
+
+    assert (again.items_unchanged, again.items_updated) == (1, 0)
+    assert (flagged.items_unchanged, flagged.items_updated) == (0, 1)
+    assert Item.objects.get().metadata["flag"] is True
+
+
+def test_export_then_import_reproduces_carriage_returns_long_texts_and_nested_metadata() -> None:
+    texts = ["a\r\nb", "ends in cr\r", "\u2028separators\u2029 and \ttabs", "word " * 40_000]
+    content = "".join(
+        json.dumps(
+            {
+                "key": f"k{i}",
+                "text": text,
+                "metadata": {"nested": [[1, [2.5e-300]], {"x": None}], "mass": 5.972e24, "s": '"q",\n'},
+            }
+        )
+        + "\n"
+        for i, text in enumerate(texts)
+    )
+    import_text("orig", content, "jsonl", name="in.jsonl")
+    original = Dataset.objects.get(slug="orig")
+
+    for fmt in ("jsonl", "csv"):
+        exported = "".join(dataset_export(dataset=original, fmt=fmt))
+        import_text(f"copy-{fmt}", exported, fmt, name=f"out.{fmt}")
+        again = import_text(f"copy-{fmt}", exported, fmt, name=f"out.{fmt}")
+
+        assert dataset_rows(f"copy-{fmt}") == dataset_rows("orig")
+        assert (again.items_unchanged, again.items_updated) == (4, 0)
+
+
+def test_negative_zero_in_a_vector_round_trips_with_the_same_content_hash() -> None:
+    import_text("orig", '{"key": "k", "vector": [-0.0, 1.0]}\n', "jsonl", name="in.jsonl")
+    original = Dataset.objects.get(slug="orig")
+
+    for fmt in ("jsonl", "csv"):
+        import_text(f"copy-{fmt}", "".join(dataset_export(dataset=original, fmt=fmt)), fmt)
+
+        assert (
+            dataset_rows(f"copy-{fmt}")[0][0][5] == dataset_rows("orig")[0][0][5] == vector_hash([0.0, 1.0])
+        )

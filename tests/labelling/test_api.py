@@ -127,3 +127,15 @@ def test_unknown_dataset_is_404(labeller_api: APIClient) -> None:
         ).status_code
         == 404
     )
+
+
+def test_a_boolean_is_not_a_score(labeller_api: APIClient, items: list[Any]) -> None:
+    before = db_snapshot()
+
+    response = labeller_api.post(
+        "/api/datasets/d/pairs/", {"a": "k0", "b": "k1", "score": True}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"score": ["A valid number is required."]}
+    assert db_snapshot() == before

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from apps.common import background
 from apps.datasets.formats import FORMATS, ColumnNames, DataFormatError
 from apps.datasets.services import dataset_import
 
@@ -79,6 +80,8 @@ class Command(BaseCommand):
         finally:
             for bar in bars.values():
                 bar.close()
+        # New items may be on their way into the active index in the job thread: let that finish.
+        background.drain()
         if options["json"]:
             self.stdout.write(json.dumps(result.as_dict()))
             return
