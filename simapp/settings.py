@@ -8,6 +8,7 @@ real ``DJANGO_SECRET_KEY`` mandatory.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -45,6 +46,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "apps.datasets",
     "apps.labelling",
+    "apps.training",
 ]
 
 MIDDLEWARE = [
@@ -82,19 +84,19 @@ if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "db.sqlite3",
-            "OPTIONS": {
-                # The web process and its background job thread write concurrently: WAL lets readers
-                # go on during a write, IMMEDIATE transactions queue writers instead of failing them.
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-            },
-        }
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": DATA_DIR / "db.sqlite3"}}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        # The web process and its job thread write concurrently: WAL lets readers go on during a write,
+        # IMMEDIATE transactions queue writers instead of failing them.
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
     }
+    # A file, not the in-memory default, because tests start real worker processes that must share it;
+    # one per test process, so parallel test runs do not clobber each other.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-db-{os.getpid()}.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -140,6 +142,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Our JSON parser answers a too-deeply nested body with a 400 instead of a RecursionError (500).
+    "DEFAULT_PARSER_CLASSES": [
+        "apps.common.api.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "apps.common.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -174,6 +182,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"apps.training.tasks.*": {"queue": "gpu"}}
+# A running job writes a heartbeat every few seconds; one silent for longer than this is failed.
+SIMAPP_HEARTBEAT_TIMEOUT_S = env_int("SIMAPP_HEARTBEAT_TIMEOUT_S", 60)
+SIMAPP_HEARTBEAT_INTERVAL_S = env_int("SIMAPP_HEARTBEAT_INTERVAL_S", 5)
+SIMAPP_TRAIN_TIME_LIMIT_S = env_int("SIMAPP_TRAIN_TIME_LIMIT_S", 2 * 3600)
+# Index versions kept per dataset for rollback (the active one is always kept).
+SIMAPP_INDEX_KEEP = env_int("SIMAPP_INDEX_KEEP", 3)
 if CELERY_BROKER_URL and not QDRANT_URL and not env_bool("SIMAPP_WORKER_OWNS_STORE", False):
     raise ImproperlyConfigured(
         "CELERY_BROKER_URL is set but QDRANT_URL is not: the embedded vector store can be opened by one "

@@ -9,6 +9,7 @@ from rest_framework.routers import DefaultRouter
 from apps.common.views import healthz
 from apps.datasets import api as datasets_api
 from apps.labelling import api as labelling_api
+from apps.training import api as training_api
 
 admin.site.site_header = "simapp administration"
 admin.site.site_title = "simapp admin"
@@ -31,6 +32,18 @@ api_patterns = [
     path("datasets/<slug:slug>/stats/", datasets_api.DatasetStatsApi.as_view(), name="dataset-stats"),
     path("datasets/<slug:slug>/pairs/", labelling_api.PairListCreateApi.as_view(), name="pair-list"),
     path("datasets/<slug:slug>/pairs/bulk/", labelling_api.PairBulkCreateApi.as_view(), name="pair-bulk"),
+    path("datasets/<slug:slug>/runs/", training_api.TrainingRunListStartApi.as_view(), name="run-list"),
+    path("datasets/<slug:slug>/versions/", training_api.ModelVersionListApi.as_view(), name="version-list"),
+    path(
+        "datasets/<slug:slug>/rollback/",
+        training_api.ModelVersionRollbackApi.as_view(),
+        name="version-rollback",
+    ),
+    path("runs/<int:pk>/", training_api.TrainingRunDetailApi.as_view(), name="run-detail"),
+    path("runs/<int:pk>/cancel/", training_api.TrainingRunCancelApi.as_view(), name="run-cancel"),
+    path(
+        "versions/<int:pk>/activate/", training_api.ModelVersionActivateApi.as_view(), name="version-activate"
+    ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", login_required(SpectacularSwaggerView.as_view(url_name="schema")), name="api-docs"),
     path("redoc/", login_required(SpectacularRedocView.as_view(url_name="schema")), name="api-redoc"),

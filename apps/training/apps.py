@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class TrainingConfig(AppConfig):
+    name = "apps.training"
+    label = "training"
+    verbose_name = "Training"
+
+    def ready(self) -> None:
+        from apps.datasets.signals import items_changed, items_deleted
+        from apps.training import receivers
+
+        items_changed.connect(receivers.on_items_changed, dispatch_uid="training-index-changed")
+        items_deleted.connect(receivers.on_items_deleted, dispatch_uid="training-index-deleted")

@@ -1,0 +1,66 @@
+"""Where jobs run: Celery workers when a broker is configured, else the job thread of this process.
+
+Both paths call the same services (``pipeline.training_run_execute``, ``index.index_items_sync``), claim
+runs the same way and report progress to the database, so pages and the API cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+
+from django.conf import settings
+
+from apps.common import background
+
+
+class JobsUnavailable(RuntimeError):
+    """The job queue cannot take work right now (the broker is unreachable)."""
+
+
+def uses_broker() -> bool:
+    return bool(settings.CELERY_BROKER_URL)
+
+
+def check_broker() -> None:
+    """Raise ``JobsUnavailable`` when a broker is configured but does not answer, before anything is created."""
+    if not uses_broker():
+        return
+    from kombu import Connection
+
+    try:
+        with Connection(settings.CELERY_BROKER_URL, connect_timeout=2) as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
+    except Exception as exc:  # kombu raises many transport-specific types; all mean "unreachable"
+        raise JobsUnavailable(
+            f"the job queue is unreachable ({type(exc).__name__}); try again when it is back"
+        ) from None
+
+
+def enqueue_run(run_id: int) -> Future[None] | None:
+    """Start the run's job: a Celery task on queue ``gpu``, or the job thread of this process."""
+    from apps.training.pipeline import training_run_execute
+
+    if uses_broker():
+        from apps.training.tasks import train_run
+
+        train_run.apply_async(args=[run_id], queue="gpu")
+        return None
+    return background.submit(lambda: training_run_execute(run_id=run_id), what=f"training run {run_id}")
+
+
+def enqueue_index(*, dataset_id: int, item_ids: list[int], delete: bool) -> Future[None] | None:
+    """Bring the active index up to date for these items, off the request (skipped without a model)."""
+    from apps.training.index import index_items_sync
+    from apps.training.models import ModelVersion
+
+    if not ModelVersion.objects.filter(dataset_id=dataset_id, is_active=True).exists():
+        return None  # nothing is served yet: the first training run indexes everything
+    if uses_broker():
+        from apps.training.tasks import index_items
+
+        index_items.apply_async(args=[dataset_id, item_ids, delete], queue="gpu")
+        return None
+    return background.submit(
+        lambda: index_items_sync(dataset_id=dataset_id, item_ids=item_ids, delete=delete),
+        what=f"indexing {len(item_ids)} item(s) of dataset {dataset_id}",
+    )

@@ -1,0 +1,219 @@
+"""Training runs and model versions: start, claim, report, cancel, finish, fail, activate, roll back.
+
+A run moves queued → running → succeeded | failed | cancelled. Claims and state changes are conditional
+updates (``UPDATE … WHERE status = …``) so a retried or duplicated job never runs twice, and the partial
+unique constraint on the model keeps one queued-or-running run per dataset even under concurrent requests.
+The pipeline itself (encode → train → evaluate → index → activate) is in ``apps.training.pipeline``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from apps.datasets.models import Dataset, Item
+from apps.labelling.models import Pair
+from apps.training.models import ModelVersion, TrainingRun
+
+
+class TrainingRefused(ValueError):
+    """The dataset cannot be trained as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class StartResult:
+    run: TrainingRun
+    created: bool  # False: a run was already queued or running and is returned instead
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def training_data_check(*, dataset: Dataset) -> None:
+    """Raise ``TrainingRefused`` unless the dataset has something to learn from.
+
+    Groups need at least two labels with two items each (a positive and a negative for every anchor);
+    otherwise scored pairs are needed.
+    """
+    pairs = Pair.objects.filter(dataset=dataset).count()
+    usable_labels = (
+        Item.objects.filter(dataset=dataset)
+        .exclude(label="")
+        .values("label")
+        .annotate(n=Count("id"))
+        .filter(n__gte=2)
+        .count()
+    )
+    if usable_labels >= 2 or pairs >= 2:
+        return
+    raise TrainingRefused(
+        f"dataset '{dataset.slug}' has nothing to train on: it needs labelled items (at least two labels "
+        f"with two items each; it has {usable_labels}) or similarity-labelled pairs (at least two; it has "
+        f"{pairs}). Import labels or label pairs first."
+    )
+
+
+def training_run_start(
+    *, dataset: Dataset, config: dict[str, Any] | None = None, requested_by: Any = None, enqueue: bool = True
+) -> StartResult:
+    """Queue a retrain of ``dataset``, or return the run that is already queued or running.
+
+    The job is enqueued when the transaction commits (a Celery worker, or a thread of this process);
+    ``enqueue=False`` leaves it queued for the caller to execute in the foreground (``train --wait``).
+    """
+    from apps.training import jobs  # jobs imports tasks, which import this module
+
+    training_data_check(dataset=dataset)
+    active = TrainingRun.objects.filter(dataset=dataset, status__in=TrainingRun.ACTIVE_STATUSES).first()
+    if active is not None:
+        return StartResult(active, created=False)
+    if enqueue:
+        jobs.check_broker()
+    try:
+        with transaction.atomic():
+            run = TrainingRun.objects.create(
+                dataset=dataset,
+                config=dict(config or {}),
+                requested_by=requested_by if getattr(requested_by, "is_authenticated", False) else None,
+            )
+            if enqueue:
+                transaction.on_commit(lambda: jobs.enqueue_run(run.pk))
+    except IntegrityError:
+        # Another request queued one between our check and our insert: return theirs.
+        active = TrainingRun.objects.filter(dataset=dataset, status__in=TrainingRun.ACTIVE_STATUSES).first()
+        if active is None:
+            raise
+        return StartResult(active, created=False)
+    return StartResult(run, created=True)
+
+
+def training_run_claim(*, run_id: int, worker: str | None = None) -> bool:
+    """Move a queued run to running for this worker; False if someone else has it (or it was cancelled)."""
+    now = timezone.now()
+    claimed = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(
+        status=TrainingRun.Status.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        worker=worker or worker_name(),
+    )
+    return claimed == 1
+
+
+def training_run_report(
+    *,
+    run_id: int,
+    stage: str,
+    done: int,
+    total: int,
+    progress: float,
+    loss: float | None = None,
+    device: str | None = None,
+) -> bool:
+    """Record progress (and a heartbeat); returns True when a cancel was requested."""
+    fields: dict[str, Any] = {
+        "stage": stage,
+        "stage_done": max(0, done),
+        "stage_total": max(0, total),
+        "progress": min(1.0, max(0.0, progress)),
+        "heartbeat_at": timezone.now(),
+    }
+    if device is not None:
+        fields["device"] = device[:40]
+    TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING).update(**fields)
+    if loss is not None:
+        # Appending to JSON is read-modify-write: safe because only the run's own worker writes it.
+        run = TrainingRun.objects.only("loss_history").get(pk=run_id)
+        TrainingRun.objects.filter(pk=run_id).update(loss_history=[*run.loss_history, round(float(loss), 6)])
+    return TrainingRun.objects.filter(pk=run_id, cancel_requested=True).exists()
+
+
+def training_run_set_history(*, run_id: int, loss_history: list[float], device: str) -> None:
+    """Replace the live loss curve with the trainer's final per-epoch losses."""
+    TrainingRun.objects.filter(pk=run_id).update(
+        loss_history=[round(float(v), 6) for v in loss_history], device=device[:40]
+    )
+
+
+def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
+    """Cancel a queued run at once; ask a running one to stop at its next batch."""
+    now = timezone.now()
+    cancelled_in_queue = TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
+        status=TrainingRun.Status.CANCELLED,
+        cancel_requested=True,
+        finished_at=now,
+        error="cancelled before it started",
+    )
+    if not cancelled_in_queue:
+        TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(cancel_requested=True)
+    run.refresh_from_db()
+    return run
+
+
+def training_run_finish(
+    *, run_id: int, status: str, error: str = "", metrics: dict[str, Any] | None = None
+) -> bool:
+    """End a running run as succeeded, failed or cancelled; False if it was not running (e.g. reaped)."""
+    fields: dict[str, Any] = {"status": status, "finished_at": timezone.now(), "error": error[:10000]}
+    if status == TrainingRun.Status.SUCCEEDED:
+        fields |= {"stage": TrainingRun.Stage.DONE, "progress": 1.0}
+    if metrics is not None:
+        fields["metrics"] = metrics
+    return TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING).update(**fields) == 1
+
+
+def training_runs_reap(*, timeout_s: int | None = None) -> int:
+    """Fail running runs whose worker stopped sending heartbeats; returns how many."""
+    timeout = timeout_s if timeout_s is not None else settings.SIMAPP_HEARTBEAT_TIMEOUT_S
+    cutoff = timezone.now() - timedelta(seconds=timeout)
+    stale = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff)
+    return stale.update(
+        status=TrainingRun.Status.FAILED,
+        finished_at=timezone.now(),
+        error=f"the worker stopped responding (no heartbeat for more than {timeout} s); it was probably killed",
+    )
+
+
+def model_version_activate(*, version: ModelVersion) -> ModelVersion:
+    """Serve ``version``: switch the dataset's index alias to its collection, then mark it active.
+
+    The alias switch is atomic in the vector store; the database flag follows in one transaction.
+    """
+    from apps.training.index import index_activate
+
+    index_activate(dataset=version.dataset, collection=version.collection)
+    with transaction.atomic():
+        ModelVersion.objects.filter(dataset=version.dataset, is_active=True).exclude(pk=version.pk).update(
+            is_active=False
+        )
+        ModelVersion.objects.filter(pk=version.pk).update(is_active=True, activated_at=timezone.now())
+    version.refresh_from_db()
+    return version
+
+
+def model_version_rollback(*, dataset: Dataset) -> ModelVersion:
+    """Activate the version before the active one (by number) that still has its index."""
+    from apps.training.index import index_collections
+
+    active = ModelVersion.objects.filter(dataset=dataset, is_active=True).first()
+    if active is None:
+        raise TrainingRefused(f"dataset '{dataset.slug}' has no active model to roll back from")
+    available = index_collections(dataset=dataset)
+    previous = (
+        ModelVersion.objects.filter(dataset=dataset, number__lt=active.number, collection__in=available)
+        .order_by("-number")
+        .first()
+    )
+    if previous is None:
+        raise TrainingRefused(
+            f"dataset '{dataset.slug}' has no earlier version with an index to roll back to (v{active.number} is the oldest kept)"
+        )
+    return model_version_activate(version=previous)

@@ -1,0 +1,90 @@
+"""The retraining loop as a user runs it: ``python -m bench.pipeline [--json]``.
+
+In a fresh data directory (SQLite, embedded Qdrant, empty embedding cache): import the CLINC150 train
+split, ``manage.py train clinc150 --wait`` from a cold cache, the same again (warm cache: only the head
+is trained), then ``manage.py evaluate`` on the val split (with oos_val) against the served model.
+Each step is a real ``manage.py`` process, start-up included. Prints a table and, last, one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("SIMAPP_SHARED_DATA", REPO.parent / "shared" / "data"))
+CLINC = SHARED / "clinc150" / "data_full_train_val.json"
+
+
+def manage(env: dict[str, str], *args: str) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return seconds, done.stdout.strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    args = parser.parse_args()
+
+    data_dir = Path(tempfile.mkdtemp(prefix="simapp-bench-pipeline-"))
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "QDRANT_URL")
+    }
+    env["SIMAPP_DATA_DIR"] = str(data_dir)
+    manage(env, "migrate", "-v0")
+    import_s, _ = manage(
+        env, "import_dataset", "clinc150", str(CLINC), "--format", "clinc150", "--split", "train"
+    )
+    cold_s, cold_out = manage(env, "train", "clinc150", "--wait")
+    warm_s, warm_out = manage(env, "train", "clinc150", "--wait")
+    eval_s, eval_out = manage(
+        env, "evaluate", "clinc150", str(CLINC), "--format", "clinc150", "--split", "val", "--json"
+    )
+    metrics = json.loads(eval_out.splitlines()[-1])
+    figures: dict[str, Any] = {
+        "items": 15000,
+        "import_seconds": round(import_s, 2),
+        "train_cold_seconds": round(cold_s, 2),
+        "train_warm_seconds": round(warm_s, 2),
+        "warm_over_cold": round(warm_s / cold_s, 3),
+        "evaluate_seconds": round(eval_s, 2),
+        "clinc150_val_knn_accuracy": round(metrics["knn_accuracy"], 4),
+        "clinc150_val_accuracy_at_1": round(metrics["accuracy_at_1"], 4),
+        "clinc150_val_oos_auroc": round(metrics["oos_auroc"], 4),
+        "served_version": metrics["version"],
+        "train_cold_summary": cold_out.splitlines()[-1],
+        "train_warm_summary": warm_out.splitlines()[-1],
+        "data_dir": str(data_dir),
+    }
+    if not args.json:
+        print(f"{'step':<44}{'seconds':>9}")
+        for label, key in (
+            ("import_dataset clinc150 --split train", "import_seconds"),
+            ("train --wait (cold embedding cache)", "train_cold_seconds"),
+            ("train --wait (warm cache, second retrain)", "train_warm_seconds"),
+            ("evaluate val + oos_val", "evaluate_seconds"),
+        ):
+            print(f"{label:<44}{figures[key]:>9.1f}")
+        print(f"warm / cold: {figures['warm_over_cold']:.1%}")
+        print(
+            f"served v{figures['served_version']}: val kNN accuracy {figures['clinc150_val_knn_accuracy']:.4f}, "
+            f"accuracy@1 {figures['clinc150_val_accuracy_at_1']:.4f}, OOS AUROC {figures['clinc150_val_oos_auroc']:.4f}"
+        )
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

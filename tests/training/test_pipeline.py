@@ -1,0 +1,181 @@
+"""The whole retrain on a small real slice of CLINC150 with the real MiniLM encoder and embedded Qdrant."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from apps.datasets.formats import ItemRecord
+from apps.datasets.models import Item
+from apps.datasets.selectors import dataset_stats
+from apps.training import services
+from apps.training.index import index_alias, index_items_upsert, vector_store
+from apps.training.models import ModelVersion, TrainingRun
+from apps.training.pipeline import training_run_execute
+from tests.training.conftest import clinc_records, make_dataset
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def run_to_end(dataset: Any, on_progress: Any = None, **config: Any) -> TrainingRun:
+    run = services.training_run_start(dataset=dataset, config=config, enqueue=False).run
+    finished = training_run_execute(run_id=run.pk, on_progress=on_progress)
+    assert finished is not None
+    return finished
+
+
+def test_retrain_encodes_once_trains_indexes_and_activates_then_rolls_back(
+    data_dir: Path, shared_data: Path
+) -> None:
+    dataset = make_dataset("clinc", clinc_records(shared_data, intents=6, per_intent=10))
+    stages: list[str] = []
+
+    first = run_to_end(dataset, on_progress=lambda stage, *_: stages.append(stage), epochs=2)
+    second = run_to_end(dataset, epochs=2)
+
+    store = vector_store()
+    v1, v2 = ModelVersion.objects.order_by("number")
+    assert (first.status, first.error, second.status) == ("succeeded", "", "succeeded")
+    assert list(dict.fromkeys(stages)) == ["encode", "train", "evaluate", "index", "activate"]
+    assert first.metrics["encoded"] == {"cached": 0, "computed": 60}
+    assert second.metrics["encoded"] == {"cached": 60, "computed": 0}  # the cache makes the retrain cheap
+    assert first.metrics["metric"] == "knn_accuracy" and 0.0 <= first.metrics["value"] <= 1.0
+    # One loss per epoch: the epochs that chose the count on held-out items, then the refit on all of them.
+    assert len(first.loss_history) == first.metrics["epochs_run"] + first.metrics["best_epoch"]
+    assert first.progress == 1.0
+    assert (v1.is_active, v2.is_active) == (False, True)
+    assert dataset_stats(dataset=dataset)["active_version"] == 2
+    assert store.get_alias(index_alias(dataset)) == v2.collection and store.count(v2.collection) == 60
+    assert v1.collection in store.list_collections()  # kept for rollback
+
+    item = Item.objects.filter(dataset=dataset).first()
+    hits = store.nearest(index_alias(dataset), store.get_vectors(v2.collection, [item.pk])[item.pk], limit=3)
+    assert hits[0].id == item.pk and hits[0].payload == {"key": item.key, "label": item.label, "metadata": {}}
+
+    rolled = services.model_version_rollback(dataset=dataset)
+    assert rolled.number == 1 and store.get_alias(index_alias(dataset)) == v1.collection
+    assert list(ModelVersion.objects.filter(is_active=True).values_list("number", flat=True)) == [1]
+
+
+def test_a_failing_run_records_the_error_and_leaves_the_active_version_serving(
+    data_dir: Path, shared_data: Path
+) -> None:
+    dataset = make_dataset("clinc", clinc_records(shared_data, intents=4, per_intent=6))
+    good = run_to_end(dataset, epochs=1)
+    dataset.encoder = "/nonexistent/encoder"
+    dataset.save()
+
+    failed = run_to_end(dataset, epochs=1)
+
+    assert good.status == "succeeded"
+    assert failed.status == "failed" and failed.error.startswith(
+        "ValueError: Unknown encoder '/nonexistent/encoder'"
+    )
+    assert list(ModelVersion.objects.values_list("number", "is_active")) == [(1, True)]
+    assert vector_store().get_alias(index_alias(dataset)) == "clinc.index_v1"
+
+
+def test_a_cancel_while_indexing_never_switches_the_alias(data_dir: Path, shared_data: Path) -> None:
+    dataset = make_dataset("clinc", clinc_records(shared_data, intents=4, per_intent=6))
+    run_to_end(dataset, epochs=1)
+    run = services.training_run_start(dataset=dataset, config={"epochs": 1}, enqueue=False).run
+
+    def cancel_midway(stage: str, done: int, total: int, progress: float) -> None:
+        if stage == "index" and done > 0:
+            TrainingRun.objects.filter(pk=run.pk).update(cancel_requested=True)
+
+    finished = training_run_execute(run_id=run.pk, on_progress=cancel_midway)
+
+    store = vector_store()
+    assert finished is not None and finished.status == "cancelled"
+    assert store.get_alias(index_alias(dataset)) == "clinc.index_v1"
+    assert "clinc.index_v2" not in store.list_collections()  # the half-built index is gone
+    assert list(ModelVersion.objects.values_list("number", "is_active")) == [(1, True)]
+    assert not (data_dir / "models" / "clinc" / "v2").exists()
+
+
+def test_items_added_after_training_are_embedded_with_the_active_model_and_indexed(
+    data_dir: Path, shared_data: Path
+) -> None:
+    records = clinc_records(shared_data, intents=4, per_intent=7)
+    dataset = make_dataset("clinc", records[:-1])
+    run_to_end(dataset, epochs=1)
+    make_dataset("clinc", records[-1:])
+    late = Item.objects.get(key=records[-1].key)
+
+    indexed = index_items_upsert(dataset=dataset, item_ids=[late.pk])
+
+    store = vector_store()
+    assert indexed == 1 and store.count(index_alias(dataset)) == 28
+    vector = store.get_vectors(index_alias(dataset), [late.pk])[late.pk]
+    assert store.nearest(index_alias(dataset), vector, limit=1)[0].payload["key"] == late.key
+
+
+def test_a_claimed_run_is_not_executed_twice(data_dir: Path, shared_data: Path) -> None:
+    dataset = make_dataset("clinc", clinc_records(shared_data, intents=2, per_intent=4))
+    run = services.training_run_start(dataset=dataset, enqueue=False).run
+    services.training_run_claim(run_id=run.pk, worker="someone-else")
+
+    assert training_run_execute(run_id=run.pk) is None
+    assert not ModelVersion.objects.exists()
+
+
+def test_evaluate_reports_knn_accuracy_and_oos_auroc_of_the_served_model(
+    data_dir: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    dataset = make_dataset("clinc", clinc_records(shared_data, intents=5, per_intent=12))
+    run_to_end(dataset, epochs=2)
+    val = clinc_records(shared_data, intents=5, per_intent=4, split="val")
+    document = json.loads((shared_data / "clinc150" / "data_full_train_val.json").read_text())
+    evaluation = tmp_path / "eval.json"
+    evaluation.write_text(
+        json.dumps({"val": [[r.text, r.label] for r in val], "oos_val": document["oos_val"][:20]})
+    )
+    out = StringIO()
+
+    call_command(
+        "evaluate", "clinc", str(evaluation), "--format", "clinc150", "--split", "val", "--json", stdout=out
+    )
+
+    metrics = json.loads(out.getvalue())
+    assert set(metrics) == {"version", "n", "knn_accuracy", "accuracy_at_1", "n_oos", "oos_auroc"}
+    assert (metrics["version"], metrics["n"], metrics["n_oos"]) == (1, 20, 20)
+    assert metrics["knn_accuracy"] >= 0.8 and metrics["oos_auroc"] > 0.5
+
+
+def test_evaluate_without_an_active_model_says_so(data_dir: Path, shared_data: Path, tmp_path: Path) -> None:
+    make_dataset("clinc", clinc_records(shared_data, intents=2, per_intent=2))
+
+    with pytest.raises(CommandError, match="dataset 'clinc' has no active model yet: train it first"):
+        call_command(
+            "evaluate",
+            "clinc",
+            str(shared_data / "clinc150" / "data_full_train_val.json"),
+            "--format",
+            "clinc150",
+            "--split",
+            "val",
+        )
+
+
+def test_train_command_runs_in_the_foreground_and_fails_loudly(data_dir: Path, shared_data: Path) -> None:
+    make_dataset("clinc", clinc_records(shared_data, intents=3, per_intent=5))
+    out = StringIO()
+
+    call_command("train", "clinc", "--wait", "--epochs", "1", stdout=out, stderr=StringIO())
+
+    assert out.getvalue().startswith("'clinc' now serves v1: knn_accuracy ")
+    assert "15 items encoded, 0 from the cache" in out.getvalue()
+    with pytest.raises(CommandError, match=r"^no dataset 'nope'$"):
+        call_command("train", "nope", "--wait")
+    with pytest.raises(CommandError, match=r"^unknown loss 'hinge'; valid: contrastive, cosent"):
+        call_command("train", "clinc", "--wait", "--loss", "hinge")
+    make_dataset("bare", [ItemRecord(key="x", text="lonely", line=1)])
+    with pytest.raises(CommandError, match=r"^dataset 'bare' has nothing to train on"):
+        call_command("train", "bare", "--wait")
+    assert TrainingRun.objects.filter(dataset__slug="bare").count() == 0
