@@ -8,7 +8,7 @@ Layout on disk, one directory per encoder fingerprint::
     <root>/<fingerprint>/<shard>.keys.npy             (n,) content hashes (hex), row i <-> vector row i
 
 Shards are immutable and published by atomic renames (vectors first, keys last), so a reader only sees
-complete shards; a process that crashes mid-write leaves a ``.tmp-*`` file that nobody reads. Filling
+complete shards; a process that crashes mid-write leaves a ``.tmp-*.part`` file that nobody reads. Filling
 takes an exclusive ``flock`` per chunk and re-checks what is missing under the lock, so two processes
 filling the same cache at once compute every item exactly once between them. The key is a hash of the
 content, so changed content is a new key and a stale vector can never be returned for it; a changed
@@ -139,7 +139,8 @@ class EmbeddingCache:
         """Map shards published (by any process) since the last refresh."""
         for keys_path in sorted(self.directory.glob("*.keys.npy")):
             shard = keys_path.name[: -len(".keys.npy")]
-            if shard in self._shard_names:
+            # pathlib's glob also matches dot-files: never read another writer's temporary file.
+            if shard.startswith(".") or shard in self._shard_names:
                 continue
             keys = np.load(keys_path)
             vectors = np.load(self.directory / f"{shard}.vec.npy", mmap_mode="r")  # (n, D)
@@ -153,7 +154,7 @@ class EmbeddingCache:
                 self._index.setdefault(key.decode("ascii"), (shard_id, row))
 
     def _atomic_write_bytes(self, path: Path, data: bytes) -> None:
-        tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+        tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}.part")
         with tmp.open("wb") as fh:
             fh.write(data)
             fh.flush()
@@ -161,7 +162,7 @@ class EmbeddingCache:
         os.replace(tmp, path)
 
     def _atomic_save(self, path: Path, array: np.ndarray) -> None:
-        tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+        tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}.part")
         with tmp.open("wb") as fh:
             np.save(fh, array)
             fh.flush()

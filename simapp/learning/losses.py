@@ -259,7 +259,7 @@ class TripletLoss(SimilarityLoss):
 
 @dataclass
 class SupervisedContrastiveConfig:
-    # 0.05 beat 0.1 and 0.2 on CLINC150 (kNN accuracy and OOS AUROC), see BENCHMARKS.md.
+    # CLINC150: 0.05 kept the OOS AUROC highest at about the kNN accuracy of 0.1; 0.2 was worse on both.
     temperature: float = 0.05
 
 

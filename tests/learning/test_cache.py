@@ -145,10 +145,25 @@ def test_cache_is_memory_mapped_and_atomic_on_disk(tmp_path: Path) -> None:
 
     names = sorted(p.name for p in cache.directory.iterdir())
 
-    assert [n for n in names if n.startswith(".tmp-")] == []
-    assert len([n for n in names if n.endswith(".vec.npy")]) == 1
-    assert len([n for n in names if n.endswith(".keys.npy")]) == 1
+    shard = next(n for n in names if n.endswith(".keys.npy")).removesuffix(".keys.npy")
+    assert names == [".lock", f"{shard}.keys.npy", f"{shard}.vec.npy", "encoder.json"]
     assert isinstance(cache._shards[0], np.memmap)
+
+
+def test_another_writers_temporary_files_are_never_read(tmp_path: Path) -> None:
+    encoder = CountingEncoder(tmp_path / "log")
+    cache = EmbeddingCache(tmp_path / "cache", encoder)
+    cache.get_or_compute([content_hash(t) for t in TEXTS], TEXTS)
+    # What a writer that is mid-publish (or crashed) leaves behind: half-written, unreadable files.
+    (cache.directory / ".tmp-0123-x.keys.npy").write_bytes(b"partial")
+    (cache.directory / ".tmp-4567-x.keys.npy.part").write_bytes(b"partial")
+
+    reader = EmbeddingCache(tmp_path / "cache", encoder)
+    vectors = reader.get_or_compute([content_hash(t) for t in TEXTS], TEXTS)
+
+    assert len(reader) == 4
+    assert (reader.last_stats.hits, reader.last_stats.misses) == (4, 0)
+    np.testing.assert_array_equal(vectors, np.stack([encoder.vector(t) for t in TEXTS]))
 
 
 def test_missing_hash_in_get_raises_key_error(tmp_path: Path) -> None:

@@ -160,7 +160,7 @@ def test_arcface_matches_the_margin_formula_on_its_own_centres() -> None:
     target = 2 * math.cos(0.3)
     expected = -math.log(math.exp(target) / (math.exp(target) + 2))
     # rel 1e-4: sin(theta) is computed as sqrt(max(1 - cos^2, 1e-9)) to keep its gradient finite.
-    assert float(loss(E[labels], labels)) == pytest.approx(expected, rel=1e-4)
+    assert float(loss(E[labels], labels).detach()) == pytest.approx(expected, rel=1e-4)
 
 
 @pytest.mark.parametrize("mining", ["all", "hard", "semi-hard"])

@@ -10,6 +10,7 @@ from simapp.learning import (
     Progress,
     TrainConfig,
     TrainingCancelled,
+    VectorEncoder,
     default_loss_name,
     knn_accuracy,
     train,
@@ -200,3 +201,24 @@ def test_identity_anchor_keeps_the_head_near_the_encoder_space() -> None:
 
     assert free > 1.0
     assert anchored < 0.05 * free
+
+
+def test_euclidean_data_trains_with_a_euclidean_triplet_loss() -> None:
+    raw = _groups()
+    encoder = VectorEncoder.fit(raw.embeddings)
+    data = GroupData(encoder.encode(raw.embeddings), raw.labels)
+
+    result = train(TrainConfig(device="cpu", distance=encoder.distance, **{**FAST, "epochs": 6}), data)
+
+    assert result.loss_name == "triplet"
+    assert (result.loss_config["distance"], result.loss_config["margin"]) == ("euclidean", 1.0)
+    assert result.best_metric > result.initial_metric
+
+
+def test_identity_head_has_nothing_to_train_and_reports_the_frozen_metric() -> None:
+    result = train(TrainConfig(device="cpu", head="identity", **{**FAST, "head_kwargs": {}}), _groups())
+
+    assert (result.epochs_run, result.best_epoch, result.refit_history) == (0, 0, [])
+    assert result.best_metric == result.initial_metric
+    x = torch.ones(2, 16)
+    assert torch.equal(result.head(x), x)
