@@ -35,6 +35,9 @@ format: install
 
 bench: install
 	$(PY) -m bench.importing
+	$(PY) -m bench.indexing
+	$(PY) -m bench.learning
+	$(PY) -m bench.pipeline
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -188,6 +188,8 @@ SIMAPP_HEARTBEAT_INTERVAL_S = env_int("SIMAPP_HEARTBEAT_INTERVAL_S", 5)
 SIMAPP_TRAIN_TIME_LIMIT_S = env_int("SIMAPP_TRAIN_TIME_LIMIT_S", 2 * 3600)
 # Index versions kept per dataset for rollback (the active one is always kept).
 SIMAPP_INDEX_KEEP = env_int("SIMAPP_INDEX_KEEP", 3)
+# HNSW search breadth (ef) of the vector store; higher finds more of the exact neighbours, slower.
+SIMAPP_HNSW_EF = env_int("SIMAPP_HNSW_EF", 512)
 if CELERY_BROKER_URL and not QDRANT_URL and not env_bool("SIMAPP_WORKER_OWNS_STORE", False):
     raise ImproperlyConfigured(
         "CELERY_BROKER_URL is set but QDRANT_URL is not: the embedded vector store can be opened by one "
