@@ -6,6 +6,7 @@ runs the same way and report progress to the database, so pages and the API cann
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future
 
 from django.conf import settings
@@ -36,6 +37,10 @@ def check_broker() -> None:
         ) from None
 
 
+_pending_lock = threading.Lock()
+_pending_runs: set[int] = set()  # runs handed to this process's job thread and not finished yet
+
+
 def enqueue_run(run_id: int) -> Future[None] | None:
     """Start the run's job: a Celery task on queue ``gpu``, or the job thread of this process."""
     from apps.training.pipeline import training_run_execute
@@ -45,7 +50,32 @@ def enqueue_run(run_id: int) -> Future[None] | None:
 
         train_run.apply_async(args=[run_id], queue="gpu")
         return None
-    return background.submit(lambda: training_run_execute(run_id=run_id), what=f"training run {run_id}")
+
+    def job() -> None:
+        try:
+            training_run_execute(run_id=run_id)
+        finally:
+            with _pending_lock:
+                _pending_runs.discard(run_id)
+
+    with _pending_lock:
+        _pending_runs.add(run_id)
+    return background.submit(job, what=f"training run {run_id}")
+
+
+def resume_orphaned(run_id: int) -> bool:
+    """Hand a queued run to the job thread again if this process does not have it; True when it did.
+
+    Without a broker the queue is this process's memory: a run queued before the web process restarted
+    would otherwise stay queued for ever, and block every later retrain of its dataset.
+    """
+    if uses_broker():
+        return False  # the broker keeps the message; a worker will take it
+    with _pending_lock:
+        if run_id in _pending_runs:
+            return False
+    enqueue_run(run_id)
+    return True
 
 
 def enqueue_index(*, dataset_id: int, item_ids: list[int], delete: bool) -> Future[None] | None:

@@ -75,6 +75,9 @@ def training_run_start(
     training_data_check(dataset=dataset)
     active = TrainingRun.objects.filter(dataset=dataset, status__in=TrainingRun.ACTIVE_STATUSES).first()
     if active is not None:
+        if enqueue and active.status == TrainingRun.Status.QUEUED:
+            run_id = active.pk
+            transaction.on_commit(lambda: jobs.resume_orphaned(run_id))
         return StartResult(active, created=False)
     if enqueue:
         jobs.check_broker()

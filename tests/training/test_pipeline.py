@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
+from apps.common import background
 from apps.datasets.formats import ItemRecord
 from apps.datasets.models import Item
 from apps.datasets.selectors import dataset_stats
@@ -179,3 +180,19 @@ def test_train_command_runs_in_the_foreground_and_fails_loudly(data_dir: Path, s
     with pytest.raises(CommandError, match=r"^dataset 'bare' has nothing to train on"):
         call_command("train", "bare", "--wait")
     assert TrainingRun.objects.filter(dataset__slug="bare").count() == 0
+
+
+def test_a_run_left_queued_by_a_restarted_process_is_resumed_by_the_next_request(
+    data_dir: Path, shared_data: Path
+) -> None:
+    dataset = make_dataset("clinc", clinc_records(shared_data, intents=2, per_intent=4))
+    # Queued, but by a process that is gone: no job thread of this process has it.
+    orphan = TrainingRun.objects.create(dataset=dataset, config={"epochs": 1})
+
+    again = services.training_run_start(dataset=dataset, config={"epochs": 1})
+    background.drain()
+
+    orphan.refresh_from_db()
+    assert (again.created, again.run.pk) == (False, orphan.pk)
+    assert (orphan.status, orphan.error) == ("succeeded", "")
+    assert list(ModelVersion.objects.values_list("number", "is_active")) == [(1, True)]
