@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from simapp.learning.serialization import save_module
+
 CONFIG_FILE = "head_config.json"
 WEIGHTS_FILE = "head.safetensors"
 
@@ -74,11 +76,9 @@ class Head(nn.Module):
 
     def save(self, directory: str | Path) -> None:
         """Write ``head_config.json`` and ``head.safetensors`` into ``directory`` (created if needed)."""
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / CONFIG_FILE).write_text(json.dumps(self.get_config_dict(), indent=2))
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        safetensors.torch.save_file(state, str(path / WEIGHTS_FILE))
+        save_module(
+            self, self.get_config_dict(), directory, config_file=CONFIG_FILE, weights_file=WEIGHTS_FILE
+        )
 
     @classmethod
     def load(cls, directory: str | Path) -> Head:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from simapp.learning.serialization import save_module
 from simapp.learning.similarity import check_distance, paired_distance, pairwise_distance, pairwise_similarity
 
 InputKind = Literal["pairs", "groups"]
@@ -46,11 +47,9 @@ class SimilarityLoss(nn.Module):
 
     def save(self, directory: str | Path) -> None:
         """Write ``loss_config.json`` and ``loss.safetensors`` (ArcFace class centres; else empty)."""
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / CONFIG_FILE).write_text(json.dumps(self.get_config_dict(), indent=2))
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        safetensors.torch.save_file(state, str(path / WEIGHTS_FILE))
+        save_module(
+            self, self.get_config_dict(), directory, config_file=CONFIG_FILE, weights_file=WEIGHTS_FILE
+        )
 
     @classmethod
     def load(cls, directory: str | Path) -> SimilarityLoss:

@@ -13,7 +13,9 @@ from apps.datasets.formats import ItemRecord
 from apps.datasets.models import Dataset
 from apps.datasets.services import dataset_records_save
 from apps.labelling.models import Pair
-from apps.training import encoding, index
+from apps.training import encoding, index, services
+from apps.training.models import TrainingRun
+from apps.training.pipeline import training_run_execute
 
 
 @pytest.fixture
@@ -48,3 +50,10 @@ def make_dataset(slug: str, records: list[Any]) -> Any:
         slug=slug, records=records, source_name="test", pair_source=Pair.Source.IMPORT, create_missing=True
     )
     return Dataset.objects.get(slug=slug)
+
+
+def run_to_end(dataset: Any, on_progress: Any = None, **config: Any) -> TrainingRun:
+    run = services.training_run_start(dataset=dataset, config=config, enqueue=False).run
+    finished = training_run_execute(run_id=run.pk, on_progress=on_progress)
+    assert finished is not None
+    return finished

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from io import StringIO
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -18,16 +17,9 @@ from apps.training import services
 from apps.training.index import index_alias, index_items_upsert, vector_store
 from apps.training.models import ModelVersion, TrainingRun
 from apps.training.pipeline import training_run_execute
-from tests.training.conftest import clinc_records, make_dataset
+from tests.training.conftest import clinc_records, make_dataset, run_to_end
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-def run_to_end(dataset: Any, on_progress: Any = None, **config: Any) -> TrainingRun:
-    run = services.training_run_start(dataset=dataset, config=config, enqueue=False).run
-    finished = training_run_execute(run_id=run.pk, on_progress=on_progress)
-    assert finished is not None
-    return finished
 
 
 def test_retrain_encodes_once_trains_indexes_and_activates_then_rolls_back(

@@ -19,16 +19,9 @@ from apps.training.index import index_alias, vector_store
 from apps.training.models import ModelVersion, TrainingRun
 from apps.training.pipeline import training_run_execute
 from tests.factories import DatasetFactory, ItemFactory
-from tests.training.conftest import clinc_records, make_dataset
+from tests.training.conftest import clinc_records, make_dataset, run_to_end
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-def run_to_end(dataset: Any, on_progress: Any = None, **config: Any) -> TrainingRun:
-    run = services.training_run_start(dataset=dataset, config=config, enqueue=False).run
-    finished = training_run_execute(run_id=run.pk, on_progress=on_progress)
-    assert finished is not None
-    return finished
 
 
 def test_a_cancel_that_arrives_after_the_alias_switch_leaves_index_and_database_agreeing(
