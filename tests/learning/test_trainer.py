@@ -15,6 +15,7 @@ from simapp.learning import (
     knn_accuracy,
     train,
 )
+from simapp.learning.device import amp_dtype
 from simapp.learning.trainer import EarlyStopping
 
 
@@ -222,3 +223,20 @@ def test_identity_head_has_nothing_to_train_and_reports_the_frozen_metric() -> N
     assert result.best_metric == result.initial_metric
     x = torch.ones(2, 16)
     assert torch.equal(result.head(x), x)
+
+
+def test_mixed_precision_follows_the_device() -> None:
+    assert amp_dtype(torch.device("cuda")) == torch.float16
+    native_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert amp_dtype(torch.device("cpu")) == (torch.bfloat16 if native_bf16 else None)
+
+
+def test_training_without_mixed_precision_learns_as_well() -> None:
+    data = _groups()
+
+    full = train(TrainConfig(device="cpu", amp=False, **{**FAST, "epochs": 10}), data)
+    mixed = train(TrainConfig(device="cpu", **{**FAST, "epochs": 10}), data)
+
+    assert full.best_metric > full.initial_metric + 0.2
+    assert abs(full.best_metric - mixed.best_metric) <= 0.1
+    assert all(p.dtype == torch.float32 for p in mixed.head.parameters())  # master weights stay float32
