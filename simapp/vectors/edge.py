@@ -78,9 +78,12 @@ _ALIASES = "aliases.json"
 
 def to_edge_filter(flt: Filter | None, exclude_ids: Sequence[int] = ()) -> qe.Filter | None:
     must: list[Any] = []
+    must_not: list[Any] = [qe.HasIdCondition(set(exclude_ids))] if exclude_ids else []
     if flt is not None:
         if flt.label is not None:
             must.append(qe.FieldCondition("label", match=qe.MatchValue(flt.label)))
+        if flt.labelled is not None:  # no label is stored as null
+            (must_not if flt.labelled else must).append(qe.IsNullCondition("label"))
         for name, value in flt.metadata.items():
             must.append(qe.FieldCondition(f"metadata.{name}", match=qe.MatchValue(value)))
         for name, r in flt.ranges.items():
@@ -89,7 +92,6 @@ def to_edge_filter(flt: Filter | None, exclude_ids: Sequence[int] = ()) -> qe.Fi
                     f"metadata.{name}", range=qe.RangeFloat(gte=r.gte, gt=r.gt, lte=r.lte, lt=r.lt)
                 )
             )
-    must_not: list[Any] = [qe.HasIdCondition(set(exclude_ids))] if exclude_ids else []
     if not must and not must_not:
         return None
     return qe.Filter(must=must or None, must_not=must_not or None)

@@ -60,9 +60,15 @@ _FIELD_SCHEMA: dict[FieldType, models.PayloadSchemaType] = {
 
 def to_qdrant_filter(flt: Filter | None, exclude_ids: Sequence[int] = ()) -> models.Filter | None:
     must: list[models.Condition] = []
+    must_not: list[models.Condition] = (
+        [models.HasIdCondition(has_id=list(exclude_ids))] if exclude_ids else []
+    )
     if flt is not None:
         if flt.label is not None:
             must.append(models.FieldCondition(key="label", match=models.MatchValue(value=flt.label)))
+        if flt.labelled is not None:  # no label is stored as null
+            no_label = models.IsNullCondition(is_null=models.PayloadField(key="label"))
+            (must_not if flt.labelled else must).append(no_label)
         for name, value in flt.metadata.items():
             must.append(models.FieldCondition(key=f"metadata.{name}", match=models.MatchValue(value=value)))
         for name, r in flt.ranges.items():
@@ -71,9 +77,6 @@ def to_qdrant_filter(flt: Filter | None, exclude_ids: Sequence[int] = ()) -> mod
                     key=f"metadata.{name}", range=models.Range(gte=r.gte, gt=r.gt, lte=r.lte, lt=r.lt)
                 )
             )
-    must_not: list[models.Condition] = (
-        [models.HasIdCondition(has_id=list(exclude_ids))] if exclude_ids else []
-    )
     if not must and not must_not:
         return None
     return models.Filter(must=must or None, must_not=must_not or None)

@@ -98,11 +98,13 @@ class Range:
 class Filter:
     """Conditions that must all hold (AND), translated to each backend's filter.
 
-    ``label``: the point's label equals this value. ``metadata``: each named metadata field equals the
-    given value. ``ranges``: each named numeric metadata field lies within the range.
+    ``label``: the point's label equals this value. ``labelled``: True keeps only points with a label,
+    False only points without one. ``metadata``: each named metadata field equals the given value.
+    ``ranges``: each named numeric metadata field lies within the range.
     """
 
     label: str | None = None
+    labelled: bool | None = None
     metadata: Mapping[str, str | int | bool] = field(default_factory=dict)
     ranges: Mapping[str, Range] = field(default_factory=dict)
 
@@ -116,7 +118,7 @@ class Filter:
 
     @property
     def is_empty(self) -> bool:
-        return self.label is None and not self.metadata and not self.ranges
+        return self.label is None and self.labelled is None and not self.metadata and not self.ranges
 
 
 @dataclass(frozen=True, slots=True)

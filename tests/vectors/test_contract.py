@@ -188,6 +188,24 @@ def test_filters_label_metadata_and_ranges(store: VectorStore) -> None:
     assert store.nearest("docs_v1", query, filter=Filter(label="no-such-label")) == []
 
 
+def test_filter_on_having_a_label(store: VectorStore) -> None:
+    points, vectors = loaded(store, n=120)
+    unlabelled = set(range(0, 120, 3))
+    store.upsert(
+        "docs_v1",
+        [Point(id=i, vector=vectors[i], payload={**points[i].payload, "label": None}) for i in unlabelled],
+    )
+    query = vectors[7]
+
+    with_label = store.nearest("docs_v1", query, limit=8, filter=Filter(labelled=True))
+    without = store.nearest("docs_v1", query, limit=8, filter=Filter(labelled=False))
+
+    assert_hits(with_label, exact_nearest(vectors, query, "cosine", 8, keep=lambda i: i not in unlabelled))
+    assert_hits(without, exact_nearest(vectors, query, "cosine", 8, keep=lambda i: i in unlabelled))
+    assert all(h.payload["label"] is None for h in without)
+    assert not Filter(labelled=False).is_empty
+
+
 def test_filter_rejects_unsafe_field_names() -> None:
     with pytest.raises(ValueError, match="identifier"):
         Filter(metadata={"a.b": 1})
