@@ -240,3 +240,15 @@ def test_training_without_mixed_precision_learns_as_well() -> None:
     assert full.best_metric > full.initial_metric + 0.2
     assert abs(full.best_metric - mixed.best_metric) <= 0.1
     assert all(p.dtype == torch.float32 for p in mixed.head.parameters())  # master weights stay float32
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 3, 5, 10, 20])
+def test_the_one_cycle_schedule_works_for_any_number_of_steps(epochs: int) -> None:
+    # One batch per epoch. OneCycleLR itself divides by zero when warm-up share x steps is exactly 1
+    # (10 steps with the default 10% warm-up).
+    data = _pairs(n=40)
+    config = TrainConfig(device="cpu", epochs=epochs, batch_size=64, val_fraction=0.0, refit=False)
+
+    result = train(config, data, val=data)
+
+    assert 1 <= len(result.loss_history) <= epochs
