@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "apps.datasets",
     "apps.labelling",
     "apps.training",
+    "apps.discovery",
 ]
 
 MIDDLEWARE = [
@@ -156,7 +157,10 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "simapp API",
-    "DESCRIPTION": "Datasets, items and similarity-labelled pairs; imports and exports.",
+    "DESCRIPTION": (
+        "Datasets, items and similarity-labelled pairs; imports and exports; retraining; recommendations, "
+        "anomaly scores with feedback, and kNN classification over the active model."
+    ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
@@ -181,7 +185,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"apps.training.tasks.*": {"queue": "gpu"}}
+CELERY_TASK_ROUTES = {"apps.training.tasks.*": {"queue": "gpu"}, "apps.discovery.tasks.*": {"queue": "gpu"}}
 # A running job writes a heartbeat every few seconds; one silent for longer than this is failed.
 SIMAPP_HEARTBEAT_TIMEOUT_S = env_int("SIMAPP_HEARTBEAT_TIMEOUT_S", 60)
 SIMAPP_HEARTBEAT_INTERVAL_S = env_int("SIMAPP_HEARTBEAT_INTERVAL_S", 5)

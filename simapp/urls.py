@@ -8,6 +8,7 @@ from rest_framework.routers import DefaultRouter
 
 from apps.common.views import healthz
 from apps.datasets import api as datasets_api
+from apps.discovery import api as discovery_api
 from apps.labelling import api as labelling_api
 from apps.training import api as training_api
 
@@ -38,6 +39,34 @@ api_patterns = [
         "datasets/<slug:slug>/rollback/",
         training_api.ModelVersionRollbackApi.as_view(),
         name="version-rollback",
+    ),
+    path(
+        "datasets/<slug:slug>/items/<int:pk>/neighbours/",
+        discovery_api.ItemNeighboursApi.as_view(),
+        name="item-neighbours",
+    ),
+    path("datasets/<slug:slug>/recommend/", discovery_api.RecommendApi.as_view(), name="recommend"),
+    path("datasets/<slug:slug>/classify/", discovery_api.ClassifyApi.as_view(), name="classify"),
+    path("datasets/<slug:slug>/anomalies/", discovery_api.AnomalyListApi.as_view(), name="anomaly-list"),
+    path(
+        "datasets/<slug:slug>/anomalies/histogram/",
+        discovery_api.AnomalyHistogramApi.as_view(),
+        name="anomaly-histogram",
+    ),
+    path(
+        "datasets/<slug:slug>/anomalies/rescore/",
+        discovery_api.AnomalyRescoreApi.as_view(),
+        name="anomaly-rescore",
+    ),
+    path(
+        "datasets/<slug:slug>/anomalies/<int:pk>/",
+        discovery_api.AnomalyItemApi.as_view(),
+        name="anomaly-item",
+    ),
+    path(
+        "datasets/<slug:slug>/anomalies/<int:pk>/feedback/",
+        discovery_api.AnomalyFeedbackApi.as_view(),
+        name="anomaly-feedback",
     ),
     path("runs/<int:pk>/", training_api.TrainingRunDetailApi.as_view(), name="run-detail"),
     path("runs/<int:pk>/cancel/", training_api.TrainingRunCancelApi.as_view(), name="run-cancel"),

@@ -13,6 +13,8 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from apps.datasets.formats import DataFormatError
+from apps.discovery.services import DiscoveryError
+from apps.training.index import NoActiveModel
 from apps.training.jobs import JobsUnavailable
 from simapp.vectors import VectorStoreUnavailable
 
@@ -20,7 +22,7 @@ from simapp.vectors import VectorStoreUnavailable
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler, plus: a rejected input is a 400 with its one-line reason, and a backing service
     that is down (vector store, job queue) is a 503 that says which, instead of a 500."""
-    if isinstance(exc, DataFormatError):
+    if isinstance(exc, DataFormatError | DiscoveryError):
         return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, RequestDataTooBig):
         # Django would answer with its HTML "Bad Request" page, which does not say why.
@@ -36,6 +38,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(
             {"detail": f"the vector store is unavailable: {exc}"}, status=status.HTTP_503_SERVICE_UNAVAILABLE
         )
+    if isinstance(exc, NoActiveModel):
+        return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, JobsUnavailable):
         return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
     return drf_exception_handler(exc, context)

@@ -32,6 +32,7 @@ from apps.datasets.formats import (
     derived_key,
 )
 from apps.datasets.models import Dataset, Item
+from apps.datasets.options import DatasetOptions
 from apps.labelling.models import Pair
 
 
@@ -73,6 +74,10 @@ class DatasetSerializer(serializers.ModelSerializer):
         problem = services.json_value_problem(value)
         if problem:
             raise ValidationError(problem)
+        try:
+            DatasetOptions.parse(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

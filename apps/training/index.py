@@ -95,6 +95,23 @@ def active_model(dataset: Dataset) -> tuple[ModelVersion, SimilarityModel] | Non
     return version, model
 
 
+class NoActiveModel(LookupError):
+    """The dataset has no active model version yet, so there is no index to serve from."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        super().__init__(
+            f"dataset '{dataset.slug}' has no active model yet: train it first (the admin's Retrain action, "
+            f"POST /api/datasets/{dataset.slug}/runs/, or manage.py train {dataset.slug})"
+        )
+
+
+def require_active_model(dataset: Dataset) -> tuple[ModelVersion, SimilarityModel]:
+    active = active_model(dataset)
+    if active is None:
+        raise NoActiveModel(dataset)
+    return active
+
+
 def model_encoder(dataset: Dataset, model: SimilarityModel) -> Encoder:
     """The frozen encoder a model was trained on; text encoders are shared with the rest of the process."""
     if dataset.modality == Dataset.Modality.TEXT:

@@ -25,12 +25,21 @@ from django.db.models import Max
 from django.utils import timezone
 
 from apps.datasets.models import Dataset, Item
+from apps.discovery import services as discovery
 from apps.labelling.models import Pair
 from apps.training import services
 from apps.training.encoding import dataset_encoder, encode_items, indexed_fields, store_distance
 from apps.training.index import index_alias, index_collection, index_items_upsert, vector_store
 from apps.training.models import ModelVersion, TrainingRun
-from simapp.learning import GroupData, PairData, SimilarityModel, TrainConfig, TrainingCancelled, train
+from simapp.learning import (
+    GroupData,
+    PairData,
+    SimilarityModel,
+    TrainConfig,
+    TrainingCancelled,
+    create_head,
+    train,
+)
 from simapp.learning import Progress as TrainProgress
 from simapp.vectors import Point, build_and_activate, make_payload, point_id
 from simapp.vectors import Progress as IndexProgress
@@ -216,7 +225,7 @@ def _error_text(exc: Exception) -> str:
 def _execute(run: TrainingRun, reporter: RunReporter) -> dict[str, Any]:
     dataset = run.dataset
     config = run.config
-    services.training_data_check(dataset=dataset)
+    services.training_data_check(dataset=dataset, config=config)
 
     # Encode: one encoder pass over new or changed items; everything else comes from the cache.
     snapshot_at = timezone.now()
@@ -230,7 +239,7 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict[str, Any]:
     )
 
     # Train the head on the cached vectors.
-    data = _training_data(dataset, rows, vectors)
+    data = None if config.get("head") == "identity" else _training_data(dataset, rows, vectors)
     train_config = TrainConfig(
         head=config.get("head", "mlp"),
         loss=config.get("loss"),
@@ -255,35 +264,41 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict[str, Any]:
         fraction = lo + (hi - lo) * (step / steps if steps else 0.0)
         reporter.report(Stage.TRAIN, step, steps, loss=finished_loss, fraction=fraction)
 
-    result = train(train_config, data, on_progress=on_train_progress, should_cancel=reporter.cancelled)
-    reporter.device = result.device
-    services.training_run_set_history(run_id=run.pk, loss_history=result.loss_history, device=result.device)
-
-    # Evaluate: the held-out validation metric, fine-tuned and frozen (the identity head before training).
+    if train_config.head == "identity":
+        result = None  # nothing to learn: the frozen encoder's space is served as it is
+        metrics: dict[str, Any] = {"head": "identity", "frozen": True, "train_seconds": 0.0}
+    else:
+        result = train(train_config, data, on_progress=on_train_progress, should_cancel=reporter.cancelled)
+        reporter.device = result.device
+        services.training_run_set_history(
+            run_id=run.pk, loss_history=result.loss_history, device=result.device
+        )
+        # The held-out validation metric, fine-tuned and frozen (the identity head before training).
+        metrics = {
+            "metric": result.metric_name,
+            "value": result.best_metric,
+            "frozen": result.initial_metric,
+            "loss": result.loss_name,
+            "head": train_config.head,
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "stopped_early": result.stopped_early,
+            "n_train": result.n_train,
+            "n_val": result.n_val,
+            "train_seconds": round(result.seconds, 3),
+        }
     reporter.report(Stage.EVALUATE, 0, 1)
-    metrics: dict[str, Any] = {
-        "metric": result.metric_name,
-        "value": result.best_metric,
-        "frozen": result.initial_metric,
-        "loss": result.loss_name,
-        "head": train_config.head,
-        "epochs_run": result.epochs_run,
-        "best_epoch": result.best_epoch,
-        "stopped_early": result.stopped_early,
-        "n_train": result.n_train,
-        "n_val": result.n_val,
-        "train_seconds": round(result.seconds, 3),
+    metrics |= {
         "encoded": cache_stats,
         "items": len(rows.ids),
-        "data": "groups" if isinstance(data, GroupData) else "pairs",
+        "data": "none" if data is None else "groups" if isinstance(data, GroupData) else "pairs",
     }
     reporter.report(Stage.EVALUATE, 1, 1)
     reporter.check()
 
     # Save the model as a new version (not active yet), then build its index beside the live one.
-    model = SimilarityModel.from_encoder(
-        encoder, result.head, metadata={"dataset": dataset.slug, "run": run.pk}
-    )
+    head = create_head("identity", encoder.dim) if result is None else result.head
+    model = SimilarityModel.from_encoder(encoder, head, metadata={"dataset": dataset.slug, "run": run.pk})
     number = (ModelVersion.objects.filter(dataset=dataset).aggregate(n=Max("number"))["n"] or 0) + 1
     relative = Path("models") / dataset.slug / f"v{number}"  # under DATA_DIR, so the directory can move
     artifact = Path(settings.DATA_DIR) / relative
@@ -303,7 +318,14 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict[str, Any]:
     try:
         final = model.embed(vectors)  # (N, D) float32, normalised for cosine
         build = _build_index(dataset, version, rows, final, model.distance, reporter)
+        # Before the version serves: its "unknown" threshold and every item's anomaly score.
         reporter.report(Stage.ACTIVATE, 0, 1)
+        discovery.version_calibrate(
+            dataset=dataset, version=version, labels=rows.labels, vectors=final, distance=model.distance
+        )
+        discovery.anomaly_scores_compute(
+            dataset=dataset, version=version, item_ids=rows.ids, vectors=final, distance=model.distance
+        )
         with transaction.atomic():
             # The reaper may have failed this run meanwhile (a late heartbeat): a run that no longer counts
             # as running must not serve; raising puts the previous version and its alias back.

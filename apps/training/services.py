@@ -38,12 +38,17 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def training_data_check(*, dataset: Dataset) -> None:
+def training_data_check(*, dataset: Dataset, config: dict[str, Any] | None = None) -> None:
     """Raise ``TrainingRefused`` unless the dataset has something to learn from.
 
     Groups need at least two labels with two items each (a positive and a negative for every anchor);
-    otherwise scored pairs are needed.
+    otherwise scored pairs are needed. The identity head learns nothing: it only needs items, and indexes
+    them with the frozen encoder (how unlabelled data gets anomaly scores before anyone gave feedback).
     """
+    if (config or {}).get("head") == "identity":
+        if Item.objects.filter(dataset=dataset).exists():
+            return
+        raise TrainingRefused(f"dataset '{dataset.slug}' has no items to index. Import items first.")
     pairs = Pair.objects.filter(dataset=dataset).count()
     usable_labels = (
         Item.objects.filter(dataset=dataset)
@@ -58,7 +63,8 @@ def training_data_check(*, dataset: Dataset) -> None:
     raise TrainingRefused(
         f"dataset '{dataset.slug}' has nothing to train on: it needs labelled items (at least two labels "
         f"with two items each; it has {usable_labels}) or similarity-labelled pairs (at least two; it has "
-        f"{pairs}). Import labels or label pairs first."
+        f"{pairs}). Import labels or label pairs first, or index the items with the frozen encoder "
+        f"(head 'identity': manage.py train {dataset.slug} --head identity)."
     )
 
 
@@ -72,7 +78,7 @@ def training_run_start(
     """
     from apps.training import jobs  # jobs imports tasks, which import this module
 
-    training_data_check(dataset=dataset)
+    training_data_check(dataset=dataset, config=config)
     active = TrainingRun.objects.filter(dataset=dataset, status__in=TrainingRun.ACTIVE_STATUSES).first()
     if active is not None:
         if enqueue and active.status == TrainingRun.Status.QUEUED:

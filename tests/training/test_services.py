@@ -53,9 +53,19 @@ def test_a_dataset_without_labels_or_pairs_is_refused_with_the_reason_and_nothin
 
     assert str(info.value) == (
         "dataset 'bare' has nothing to train on: it needs labelled items (at least two labels with two items "
-        "each; it has 0) or similarity-labelled pairs (at least two; it has 0). Import labels or label pairs first."
+        "each; it has 0) or similarity-labelled pairs (at least two; it has 0). Import labels or label pairs first, "
+        "or index the items with the frozen encoder (head 'identity': manage.py train bare --head identity)."
     )
     assert db_snapshot() == before and not TrainingRun.objects.exists()
+
+
+def test_the_identity_head_needs_items_only() -> None:
+    dataset = DatasetFactory(slug="bare")
+
+    with pytest.raises(services.TrainingRefused, match="has no items to index"):
+        services.training_run_start(dataset=dataset, config={"head": "identity"})
+    ItemFactory(dataset=dataset)
+    assert services.training_run_start(dataset=dataset, config={"head": "identity"}).created
 
 
 def test_pairs_alone_are_enough_to_train() -> None:

@@ -54,10 +54,14 @@ class Command(BaseCommand):
             error = finished.error if finished else ""
             raise CommandError(f"run {run.pk} {status}: {error}".rstrip(": "))
         metrics = finished.metrics
+        quality = (
+            "the frozen encoder (identity head)"
+            if metrics.get("head") == "identity"
+            else f"{metrics.get('metric')} {_fmt(metrics.get('value'))} (frozen encoder {_fmt(metrics.get('frozen'))})"
+        )
         self.stdout.write(
             self.style.SUCCESS(
-                f"'{dataset.slug}' now serves v{metrics.get('version')}: {metrics.get('metric')} "
-                f"{_fmt(metrics.get('value'))} (frozen encoder {_fmt(metrics.get('frozen'))}), "
+                f"'{dataset.slug}' now serves v{metrics.get('version')}: {quality}, "
                 f"{metrics.get('encoded', {}).get('computed', 0)} items encoded, "
                 f"{metrics.get('encoded', {}).get('cached', 0)} from the cache"
             )
