@@ -314,6 +314,7 @@ def _classification(c: services.Classification) -> dict[str, Any]:
     return {
         "label": c.label,
         "unknown": c.unknown,
+        "calibrated": c.calibrated,
         "anomaly_score": round(c.anomaly_score, 6),
         "threshold": None if c.threshold is None else round(c.threshold, 6),
         "labels": c.labels,
@@ -340,6 +341,7 @@ class ClassifyApi(APIView):
                     "version": 3,
                     "label": "transfer",
                     "unknown": False,
+                    "calibrated": True,
                     "anomaly_score": 0.21,
                     "threshold": 0.34,
                     "labels": [

@@ -248,6 +248,7 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict[str, Any]:
         learning_rate=config.get("lr"),
         batch_size=config.get("batch_size"),
         seed=config.get("seed", 0),
+        knn_k=discovery.discovery_settings(dataset).knn_k,  # the k of the "unknown" calibration
     )
 
     seen = {"epoch": 1, "loss": None}
@@ -321,7 +322,12 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict[str, Any]:
         # Before the version serves: its "unknown" threshold and every item's anomaly score.
         reporter.report(Stage.ACTIVATE, 0, 1)
         discovery.version_calibrate(
-            dataset=dataset, version=version, labels=rows.labels, vectors=final, distance=model.distance
+            dataset=dataset,
+            version=version,
+            labels=rows.labels,
+            vectors=final,
+            distance=model.distance,
+            holdout_scores=None if result is None else result.holdout_scores,
         )
         discovery.anomaly_scores_compute(
             dataset=dataset, version=version, item_ids=rows.ids, vectors=final, distance=model.distance

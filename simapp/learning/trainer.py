@@ -24,7 +24,7 @@ from simapp.learning.data import GroupData, PairData
 from simapp.learning.device import amp_dtype, resolve_device
 from simapp.learning.heads import Head, create_head
 from simapp.learning.losses import LOSSES, SimilarityLoss, create_loss
-from simapp.learning.metrics import knn_accuracy, spearman
+from simapp.learning.metrics import knn_accuracy, nearest_neighbors, spearman
 from simapp.learning.samplers import MPerClassSampler, ShuffleSampler
 from simapp.learning.similarity import check_distance, paired_distance
 
@@ -134,6 +134,10 @@ class TrainResult:
     n_train: int  # items (groups) or pairs the returned head was trained on
     n_val: int
     config: dict[str, Any]
+    # Groups with a holdout: each held-out item's mean distance to its ``knn_k`` nearest training items
+    # under the chosen epoch's head. Out-of-sample scores of in-scope items, to calibrate "unknown" on
+    # (scores of items the head was trained on are lower than new in-scope inputs will get).
+    holdout_scores: np.ndarray | None = None
 
     @property
     def loss_history(self) -> list[float]:
@@ -243,6 +247,15 @@ def _validate(head: Head, train: Data, val: Data, config: TrainConfig, device: t
     a, b = items[val.pairs[:, 0]], items[val.pairs[:, 1]]
     # Spearman over negated distances: for cosine it is the cosine order, for Euclidean the nearness.
     return spearman(-paired_distance(a, b, config.distance).numpy(), val.scores)
+
+
+def _holdout_distances(
+    head: Head, train: GroupData, val: GroupData, config: TrainConfig, device: torch.device
+) -> np.ndarray:
+    index = _embed(head, torch.from_numpy(train.embeddings).to(device)).cpu()
+    queries = _embed(head, torch.from_numpy(val.embeddings).to(device)).cpu()
+    dists, _ = nearest_neighbors(queries, index, config.knn_k, distance=config.distance)
+    return dists.mean(axis=1).astype(np.float64)
 
 
 def _build_loss(name: str, config: TrainConfig, data: Data, dim: int) -> SimilarityLoss:
@@ -360,9 +373,7 @@ def _fit(
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=lr, total_steps=total_steps, pct_start=warmup
         )
-    elif config.schedule == "onecycle":
-        scheduler = None
-    elif config.schedule == "constant":
+    elif config.schedule in ("onecycle", "constant"):  # one-cycle over fewer than four steps: constant
         scheduler = None
     else:
         raise ValueError(f"Unknown schedule {config.schedule!r}; valid: onecycle, constant")
@@ -485,6 +496,9 @@ def train(
     if refit:
         final = _fit(config, data, None, epochs=best_epoch, stage="refit", **common)
 
+    holdout_scores = None
+    if isinstance(train_data, GroupData) and isinstance(val_data, GroupData) and val is None:
+        holdout_scores = _holdout_distances(selection.head, train_data, val_data, config, device)
     return TrainResult(
         head=final.head.cpu().eval(),
         loss_name=loss_name,
@@ -502,4 +516,5 @@ def train(
         n_train=len(data if refit else train_data),
         n_val=len(val_data) if val_data is not None else 0,
         config=config.to_dict(),
+        holdout_scores=holdout_scores,
     )
