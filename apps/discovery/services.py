@@ -26,7 +26,7 @@ from apps.datasets.options import DatasetOptions
 from apps.discovery.models import AnomalyFeedback, AnomalyScore
 from apps.labelling.models import Pair
 from apps.training.encoding import encode_items
-from apps.training.index import index_alias, model_encoder, require_active_model, vector_store
+from apps.training.index import NoActiveModel, index_alias, model_encoder, require_active_model, vector_store
 from apps.training.models import ModelVersion
 from simapp.learning import SimilarityModel, VectorEncoder
 from simapp.learning.anomaly import trimmed_knn_scores
@@ -594,15 +594,16 @@ def anomaly_feedback_clear(*, item: Item, user: Any) -> bool:
 
 
 def _feedback_neighbours(item: Item, verdict: str) -> list[int]:
+    """The item's nearest neighbours in the active index (for a "normal" verdict, none that are confirmed
+    anomalies); none without an active model or before the item is indexed."""
     dataset = item.dataset
-    version_model = None
     try:
-        version_model = require_active_model(dataset)
-    except LookupError:
+        require_active_model(dataset)
+    except NoActiveModel:
         return []
     store, alias = vector_store(), index_alias(dataset)
     vectors = store.get_vectors(alias, [point_id(item.pk)])
-    if point_id(item.pk) not in vectors or version_model is None:
+    if point_id(item.pk) not in vectors:
         return []
     exclude = [item.pk]
     if verdict == AnomalyFeedback.Verdict.NORMAL:
