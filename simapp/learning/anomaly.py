@@ -10,10 +10,10 @@ first-pass scores leaves the reference set, and the second pass scores every ite
 what remains. Feedback moves items in or out of the reference set: items confirmed as anomalies always
 leave it, items confirmed as normal always stay.
 
-On the ODDS sets (standardised features, k = 10, contamination 0.05), against the plain kNN detector
-(mean distance to the 10 nearest items), AUROC: shuttle (10,000-row sample) 0.8836 vs 0.7069, cardio
-0.7064 vs 0.7046, thyroid 0.9668 vs 0.9611, annthyroid 0.8097 vs 0.8084 (a first pass with the same k
-as the second gave 0.7069, 0.7052, 0.9656, 0.8090). See BENCHMARKS.md for the product run.
+On the ODDS sets (standardised features, k = 10, contamination 0.05; all rows), against the plain kNN
+detector (mean distance to the 10 nearest items), AUROC: shuttle 0.8492 vs 0.6467, cardio 0.7064 vs
+0.7046, thyroid 0.9668 vs 0.9611, annthyroid 0.8098 vs 0.8084 (a first pass with the same k as the second
+gave shuttle 0.6474: its anomalies come in groups larger than k). See BENCHMARKS.md for the product run.
 
 The second pass reads one neighbour list per item: its ``k + margin`` nearest other items, exact. An item
 whose list runs out of reference items (it sits among many trimmed ones) is scored again against the
@@ -37,7 +37,7 @@ from simapp.learning.metrics import nearest_neighbors
 from simapp.learning.similarity import check_distance
 
 MARGIN = 10  # neighbours kept beyond k, so that trimming rarely forces a recomputation
-FIRST_PASS_SAMPLE = 10_000  # reference items the wide first pass measures against
+FIRST_PASS_SAMPLE = 5_000  # reference items the wide first pass measures against
 _CHUNK = 2048  # queries per matrix product: (2048, N) bfloat16 similarities at a time
 
 
@@ -166,11 +166,31 @@ def _first_pass(
     x: np.ndarray, reference: np.ndarray, k: int, distance: str, contamination: float
 ) -> np.ndarray:
     """Each row's mean distance to its nearest ``contamination`` share (at least ``k``) of a seeded
-    sample of the reference rows, itself left out."""
+    sample of the reference rows, itself left out.
+
+    It only decides which items leave the reference set, so for cosine data on CPUs with native bfloat16
+    the distances are the bfloat16 ones: a mean over hundreds of them is precise enough to rank items,
+    and it keeps this pass at a fifth of the second pass's time at 100,000 items.
+    """
     rows = np.flatnonzero(reference)
     if len(rows) > FIRST_PASS_SAMPLE:
         rows = np.sort(np.random.default_rng(0).choice(rows, FIRST_PASS_SAMPLE, replace=False))
-    sample = np.zeros(len(x), dtype=bool)
-    sample[rows] = True
     wide = max(k, int(np.ceil(contamination * len(rows))))
-    return _rescore(x, np.arange(len(x)), sample, wide, distance)
+    if distance != "cosine" or amp_dtype(torch.device("cpu")) != torch.bfloat16 or wide + 1 >= len(rows):
+        sample = np.zeros(len(x), dtype=bool)
+        sample[rows] = True
+        return _rescore(x, np.arange(len(x)), sample, wide, distance)
+    xt = torch.nn.functional.normalize(torch.from_numpy(x), dim=1).to(torch.bfloat16)
+    ref = xt[torch.from_numpy(rows)]  # (S, D)
+    position = np.full(len(x), -1, dtype=np.int64)  # column of each row in the sample, -1 if absent
+    position[rows] = np.arange(len(rows))
+    scores = np.empty(len(x), dtype=np.float64)
+    for start in range(0, len(x), _CHUNK):
+        stop = min(len(x), start + _CHUNK)
+        sims = torch.nn.functional.linear(xt[start:stop], ref)  # (c, S)
+        own = torch.from_numpy(position[start:stop])
+        inside = torch.nonzero(own >= 0).flatten()
+        sims[inside, own[inside]] = -torch.inf  # not its own neighbour
+        top = torch.topk(sims, wide, dim=1).values.float()  # (c, wide)
+        scores[start:stop] = (1.0 - top).mean(dim=1).numpy()
+    return scores
