@@ -13,6 +13,7 @@ from apps.common import background
 from apps.datasets.formats import ItemRecord
 from apps.datasets.models import Item
 from apps.datasets.selectors import dataset_stats
+from apps.discovery.services import classify
 from apps.training import services
 from apps.training.index import index_alias, index_items_upsert, vector_store
 from apps.training.models import ModelVersion, TrainingRun
@@ -136,9 +137,102 @@ def test_evaluate_reports_knn_accuracy_and_oos_auroc_of_the_served_model(
     )
 
     metrics = json.loads(out.getvalue())
-    assert set(metrics) == {"version", "n", "knn_accuracy", "accuracy_at_1", "n_oos", "oos_auroc"}
+    assert set(metrics) == {
+        "version",
+        "n",
+        "knn_accuracy",
+        "accuracy_at_1",
+        "n_oos",
+        "oos_auroc",
+        "unknown_threshold",
+        "unknown_rate",
+        "oos_unknown_recall",
+    }
     assert (metrics["version"], metrics["n"], metrics["n_oos"]) == (1, 20, 20)
     assert metrics["knn_accuracy"] >= 0.8 and metrics["oos_auroc"] > 0.5
+
+
+def test_evaluate_reports_the_unknown_rate_that_classification_gives(
+    data_dir: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    # given a served v1 with a calibrated "unknown" threshold, and val + out-of-scope queries
+    dataset = make_dataset("clinc", clinc_records(shared_data, intents=5, per_intent=12))
+    run_to_end(dataset, epochs=2)
+    version = ModelVersion.objects.get(dataset=dataset, is_active=True)
+    val_records = clinc_records(shared_data, intents=5, per_intent=4, split="val")
+    val = [r.text for r in val_records]
+    document = json.loads((shared_data / "clinc150" / "data_full_train_val.json").read_text())
+    oos = [text for text, _ in document["oos_val"][:20]]
+    evaluation = tmp_path / "eval.json"
+    evaluation.write_text(
+        json.dumps(
+            {
+                "val": [[r.text, r.label] for r in val_records],
+                "oos_val": [[text, "oos"] for text in oos],
+            }
+        )
+    )
+    out = StringIO()
+
+    # when it is evaluated
+    call_command(
+        "evaluate", "clinc", str(evaluation), "--format", "clinc150", "--split", "val", "--json", stdout=out
+    )
+
+    # then the rates are those of the classify service's "unknown" answers, at the version's threshold
+    metrics = json.loads(out.getvalue())
+    _, in_scope = classify(dataset=dataset, texts=val)
+    _, out_of_scope = classify(dataset=dataset, texts=oos)
+    assert metrics["unknown_threshold"] == version.metrics["classify"]["unknown_threshold"]
+    assert metrics["unknown_rate"] == pytest.approx(sum(c.unknown for c in in_scope) / len(val))
+    assert metrics["oos_unknown_recall"] == pytest.approx(sum(c.unknown for c in out_of_scope) / len(oos))
+    assert metrics["oos_unknown_recall"] > metrics["unknown_rate"]
+
+
+def test_evaluate_leaves_the_unknown_figures_out_for_a_version_without_calibration(
+    data_dir: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    # given a served version trained before calibrations existed (no metrics["classify"])
+    dataset = make_dataset("clinc", clinc_records(shared_data, intents=3, per_intent=8))
+    run_to_end(dataset, epochs=1)
+    version = ModelVersion.objects.get(dataset=dataset, is_active=True)
+    ModelVersion.objects.filter(pk=version.pk).update(
+        metrics={k: v for k, v in version.metrics.items() if k != "classify"}
+    )
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text(
+        "".join(
+            json.dumps({"key": r.key, "text": r.text, "label": r.label}) + "\n"
+            for r in clinc_records(shared_data, intents=3, per_intent=3, split="val")
+        )
+    )
+    out = StringIO()
+
+    # when a labelled jsonl file is evaluated
+    call_command("evaluate", "clinc", str(labelled), "--format", "jsonl", "--json", stdout=out)
+
+    # then only the metrics the command always gave are there
+    assert set(json.loads(out.getvalue())) == {"version", "n", "knn_accuracy", "accuracy_at_1"}
+
+
+def test_evaluate_gives_the_unknown_rate_of_a_labelled_jsonl_file_without_out_of_scope_recall(
+    data_dir: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    dataset = make_dataset("clinc", clinc_records(shared_data, intents=3, per_intent=8))
+    run_to_end(dataset, epochs=1)
+    val = clinc_records(shared_data, intents=3, per_intent=3, split="val")
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text(
+        "".join(json.dumps({"key": r.key, "text": r.text, "label": r.label}) + "\n" for r in val)
+    )
+    out = StringIO()
+
+    call_command("evaluate", "clinc", str(labelled), "--format", "jsonl", "--json", stdout=out)
+
+    metrics = json.loads(out.getvalue())
+    _, answers = classify(dataset=dataset, texts=[r.text for r in val])
+    assert "oos_unknown_recall" not in metrics and metrics["n"] == 9
+    assert metrics["unknown_rate"] == pytest.approx(sum(c.unknown for c in answers) / 9)
 
 
 def test_evaluate_without_an_active_model_says_so(data_dir: Path, shared_data: Path, tmp_path: Path) -> None:

@@ -7,17 +7,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import scipy.io
 from celery.exceptions import SoftTimeLimitExceeded
 from django.core.management import call_command
 from django.test import override_settings
 
 from apps.datasets.models import Dataset, Item
 from apps.datasets.services import dataset_import, items_delete
+from apps.discovery.models import AnomalyScore
 from apps.training import pipeline, services
 from apps.training.index import index_alias, vector_store
 from apps.training.models import ModelVersion, TrainingRun
 from apps.training.pipeline import training_run_execute
+from simapp.learning import auroc
 from tests.factories import DatasetFactory, ItemFactory
 from tests.training.conftest import clinc_records, make_dataset, run_to_end
 
@@ -217,7 +221,69 @@ def test_a_labelled_vector_dataset_trains_and_evaluates_on_odds(data_dir: Path, 
     # then the outlier AUROC is reported over all 3772 rows
     metrics = json.loads(out.getvalue())
     assert (finished.status, finished.error) == ("succeeded", "")
-    assert set(metrics) == {"version", "n", "auroc"} and metrics["n"] == 3772 and metrics["auroc"] > 0.5
+    assert set(metrics) == {"version", "n", "auroc", "auroc_stored"}
+    assert metrics["n"] == 3772 and metrics["auroc"] > 0.5 and metrics["auroc_stored"] > 0.5
+
+
+def _odds_file(tmp_path: Path, name: str, x: np.ndarray, y: np.ndarray) -> Path:
+    path = tmp_path / name
+    scipy.io.savemat(path, {"X": x, "y": y.reshape(-1, 1)})
+    return path
+
+
+def _clustered_with_outliers(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """60 inliers in two tight clusters and 6 outliers scattered far from both."""
+    rng = np.random.default_rng(seed)
+    inliers = np.concatenate([rng.normal(0, 0.3, (30, 3)), rng.normal(4, 0.3, (30, 3))])
+    outliers = rng.uniform(-10, 14, (6, 3))
+    return np.concatenate([inliers, outliers]), np.r_[np.zeros(60), np.ones(6)]
+
+
+def test_evaluate_rates_the_stored_anomaly_scores_of_the_datasets_own_file(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    # given an unlabelled vector dataset indexed with the frozen encoder, so every item has a stored score
+    x, y = _clustered_with_outliers()
+    path = _odds_file(tmp_path, "own.mat", x, y)
+    with path.open("rb") as fp:
+        dataset_import(slug="odd", fp=fp, source_name=str(path), fmt="odds")
+    dataset = Dataset.objects.get(slug="odd")
+    run_to_end(dataset, head="identity")
+    version = ModelVersion.objects.get(dataset=dataset, is_active=True)
+    # scores that rank one outlier below every inlier, so the stored figure differs from the recomputed one
+    weakest = Item.objects.get(dataset=dataset, key="row-00061")
+    AnomalyScore.objects.filter(version=version, item=weakest).update(score=-1.0)
+    out = io.StringIO()
+
+    # when the dataset's own file is evaluated
+    call_command("evaluate", "odd", str(path), "--format", "odds", "--json", stdout=out)
+
+    # then auroc_stored rates the stored rows, matched by key; auroc is still recomputed from the index
+    metrics = json.loads(out.getvalue())
+    stored = dict(AnomalyScore.objects.filter(version=version).values_list("item__key", "score"))
+    expected = auroc(np.asarray([stored[f"row-{i + 1:05d}"] for i in range(len(x))]), y)
+    assert metrics["auroc_stored"] == pytest.approx(expected) and expected == pytest.approx(5 / 6)
+    assert metrics["auroc"] == pytest.approx(1.0)
+
+
+def test_evaluate_leaves_auroc_stored_out_for_a_file_that_is_not_the_datasets_data(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    # given a scored dataset, and files with the same keys: one with changed rows, one with an extra row
+    x, y = _clustered_with_outliers()
+    own = _odds_file(tmp_path, "own.mat", x, y)
+    with own.open("rb") as fp:
+        dataset_import(slug="odd", fp=fp, source_name=str(own), fmt="odds")
+    run_to_end(Dataset.objects.get(slug="odd"), head="identity")
+    changed = _odds_file(tmp_path, "changed.mat", x + 0.01, y)
+    longer = _odds_file(tmp_path, "longer.mat", np.concatenate([x, x[:1]]), np.r_[y, 0])
+
+    for path in (changed, longer):
+        out = io.StringIO()
+        call_command("evaluate", "odd", str(path), "--format", "odds", "--json", stdout=out)
+
+        # then only the recomputed figure is given
+        assert set(json.loads(out.getvalue())) == {"version", "n", "auroc"}
 
 
 def test_a_run_interrupted_in_the_foreground_ends_at_once(
