@@ -38,6 +38,8 @@ bench: install
 	$(PY) -m bench.indexing
 	$(PY) -m bench.learning
 	$(PY) -m bench.pipeline
+	$(PY) -m bench.quality
+	$(PY) -m bench.serving
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
