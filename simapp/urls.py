@@ -84,4 +84,6 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", include(api_patterns)),
     path("", include("apps.datasets.urls")),
+    path("", include("apps.discovery.urls")),
+    path("", include("apps.training.urls")),
 ]
