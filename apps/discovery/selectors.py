@@ -119,3 +119,38 @@ def anomaly_item(*, version: ModelVersion, item: Item, user: Any) -> dict[str, A
         ],
         "my_verdict": next((f.verdict for f in feedback if f.user_id == getattr(user, "pk", None)), None),
     }
+
+
+@dataclass
+class MetadataField:
+    name: str
+    kind: str  # "number" (filtered by min / max), "bool" or "text" (filtered by equality)
+
+
+def metadata_fields(*, dataset: Dataset, sample: int = 500, limit: int = 12) -> list[MetadataField]:
+    """The filterable metadata fields of ``dataset``'s items, by name, from a sample of its first items.
+
+    A field is a number when every sampled value is one (booleans are not), a boolean when every value is
+    one, else text; fields holding lists or objects are left out (the index cannot match them).
+    """
+    kinds: dict[str, set[str]] = {}
+    for metadata in (
+        Item.objects.filter(dataset=dataset).order_by("id").values_list("metadata", flat=True)[:sample]
+    ):
+        for name, value in (metadata or {}).items():
+            if isinstance(value, bool):
+                kind = "bool"
+            elif isinstance(value, int | float):
+                kind = "number"
+            elif isinstance(value, str):
+                kind = "text"
+            else:
+                kind = "other"
+            kinds.setdefault(name, set()).add(kind)
+    fields = []
+    for name in sorted(kinds):
+        found = kinds[name]
+        if "other" in found:
+            continue
+        fields.append(MetadataField(name, found.pop() if len(found) == 1 else "text"))
+    return fields[:limit]
