@@ -21,3 +21,8 @@ def model_version_list(*, dataset: Dataset) -> QuerySet[ModelVersion]:
 
 def model_version_active(*, dataset: Dataset) -> ModelVersion | None:
     return ModelVersion.objects.filter(dataset=dataset, is_active=True).first()
+
+
+def model_versions_active() -> dict[int, ModelVersion]:
+    """The active version of every dataset that has one, by dataset id (for lists of datasets)."""
+    return {version.dataset_id: version for version in ModelVersion.objects.filter(is_active=True)}
