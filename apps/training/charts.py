@@ -24,7 +24,7 @@ class LossChart:
     top: float
     right: float
     bottom: float
-    points: str  # SVG polyline "x,y x,y …", one point per recorded loss
+    lines: list[str]  # one SVG polyline "x,y x,y …" per phase (selection, refit): never joined across
     dots: list[tuple[float, float, str]]  # (x, y, "epoch N: loss") of each point, for markers and titles
     y_ticks: list[Tick]
     x_ticks: list[Tick]
@@ -104,7 +104,10 @@ def loss_chart(
         top=top,
         right=right,
         bottom=bottom,
-        points=" ".join(f"{x},{y}" for x, y, _ in dots),
+        lines=[
+            " ".join(f"{x},{y}" for x, y, _ in part)
+            for part in ((dots[:split], dots[split:]) if split else (dots,))
+        ],
         dots=dots,
         y_ticks=y_ticks,
         x_ticks=x_ticks,
