@@ -86,4 +86,5 @@ urlpatterns = [
     path("", include("apps.datasets.urls")),
     path("", include("apps.discovery.urls")),
     path("", include("apps.training.urls")),
+    path("", include("apps.labelling.urls")),
 ]
