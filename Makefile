@@ -40,6 +40,7 @@ bench: install
 	$(PY) -m bench.pipeline
 	$(PY) -m bench.quality
 	$(PY) -m bench.serving
+	$(PY) -m bench.labelling
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
