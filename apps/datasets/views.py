@@ -16,7 +16,7 @@ from apps.datasets import selectors, services
 from apps.datasets.formats import DataFormatError
 from apps.datasets.forms import ImportForm, NewDatasetImportForm
 from apps.datasets.models import Dataset
-from apps.labelling.selectors import pair_list
+from apps.labelling.selectors import agreement, pair_list
 from apps.training.selectors import model_version_active, model_versions_active
 
 _NOTICES_SHOWN = 5
@@ -155,6 +155,7 @@ def _render_detail(
         "labels": selectors.dataset_label_counts(dataset=dataset, limit=30),
         "items": selectors.item_list(dataset=dataset)[:20],
         "pairs": pair_list(dataset=dataset).order_by("-updated_at")[:20],
+        "agreement": agreement(dataset),
         "form": form,
         "import_error": import_error,
         "upload_limit_mb": _limit_mb(),

@@ -163,3 +163,19 @@ def test_no_agreement_without_pairs_that_two_annotators_labelled() -> None:
 
     assert agreement(dataset) is None
     assert agreement(DatasetFactory()) is None
+
+
+@pytest.mark.django_db
+def test_the_dataset_overview_shows_the_agreement(client: Any) -> None:
+    dataset = DatasetFactory(slug="agree")
+    items = [ItemFactory(dataset=dataset) for _ in range(53)]
+    alice, bob = UserFactory(username="alice"), UserFactory(username="bob")
+    store(dataset, items, alice, [float(x) for x in TEXTBOOK_A] + [1.0, None])
+    store(dataset, items, bob, [float(x) for x in TEXTBOOK_B] + [None, 1.0])
+    client.force_login(alice)
+
+    html = client.get("/datasets/agree/").content.decode()
+
+    assert "0.40" in html and "Cohen" in html and "50 pairs" in html
+    client.force_login(UserFactory(username="carol"))
+    assert "not enough overlap" in client.get(f"/datasets/{DatasetFactory(slug='solo').slug}/").content.decode()
