@@ -178,4 +178,6 @@ def test_the_dataset_overview_shows_the_agreement(client: Any) -> None:
 
     assert "0.40" in html and "Cohen" in html and "50 pairs" in html
     client.force_login(UserFactory(username="carol"))
-    assert "not enough overlap" in client.get(f"/datasets/{DatasetFactory(slug='solo').slug}/").content.decode()
+    assert (
+        "not enough overlap" in client.get(f"/datasets/{DatasetFactory(slug='solo').slug}/").content.decode()
+    )
