@@ -77,62 +77,15 @@ def setup(n_items: int, peer_pairs: int, seed: int) -> dict[str, Any]:
     from django.contrib.auth.models import User
     from django.core.management import call_command
 
-    from apps.datasets.formats import text_hash
-    from apps.datasets.models import Dataset, Item
-    from apps.datasets.services import dataset_import
+    from apps.datasets.models import Item
     from apps.labelling.models import Pair
-    from apps.training import services as training
-    from apps.training.encoding import encode_items
-    from apps.training.index import index_alias, model_encoder, require_active_model, vector_store
-    from apps.training.pipeline import ItemRows, training_run_execute
-    from simapp.vectors import Point, make_payload
+    from apps.training.index import index_alias, vector_store
+    from bench._clinc import grow_with_variants, trained_clinc150
 
     call_command("migrate", verbosity=0)
-    started = time.perf_counter()
-    with CLINC.open("rb") as fp:
-        dataset_import(slug=SLUG, fp=fp, source_name=CLINC.name, fmt="clinc150", split="train")
-    dataset = Dataset.objects.get(slug=SLUG)
-    run = training.training_run_start(dataset=dataset, enqueue=False).run
-    finished = training_run_execute(run_id=run.pk)
-    assert finished is not None and finished.status == "succeeded", finished and finished.error
-    train_s = time.perf_counter() - started
-
-    _, model = require_active_model(dataset)
-    rows = ItemRows.of(dataset)
-    encoded, _ = encode_items(model_encoder(dataset, model), rows)
-    real = model.embed(encoded)  # (15000, 384), unit length
-
-    grow_started = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    extra = n_items - len(rows.ids)
-    source = rng.integers(0, len(rows.ids), size=extra)
-    texts = [f"{rows.texts[s]} (copy {n})" for n, s in enumerate(source.tolist())]
-    created = Item.objects.bulk_create(
-        (
-            Item(
-                dataset=dataset,
-                key=f"copy-{n:06d}",
-                text=texts[n],
-                label=rows.labels[s],
-                content_hash=text_hash(texts[n]),
-            )
-            for n, s in enumerate(source.tolist())
-        ),
-        batch_size=5000,
-    )
-    ids = [item.pk for item in created]
-    noisy = real[source] + rng.normal(scale=0.02, size=(extra, real.shape[1])).astype(np.float32)
-    noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
-    store, alias = vector_store(), index_alias(dataset)
-    store.upsert(
-        alias,
-        [
-            Point(id=item_id, vector=noisy[n], payload=make_payload(f"copy-{n:06d}", rows.labels[s]))
-            for n, (item_id, s) in enumerate(zip(ids, source.tolist(), strict=True))
-        ],
-    )
-    store.optimize(alias)
-    grow_s = time.perf_counter() - grow_started
+    trained = trained_clinc150(SLUG, CLINC)
+    dataset, rows, train_s = trained.dataset, trained.rows, trained.train_seconds
+    ids, _, grow_s = grow_with_variants(trained, n_items, seed, prefix="copy")
 
     dataset.settings = {**dataset.settings, "annotators_per_pair": 2, "label_target": 1000}
     dataset.save(update_fields=["settings", "updated_at"])
@@ -150,7 +103,7 @@ def setup(n_items: int, peer_pairs: int, seed: int) -> dict[str, Any]:
     )
     return {
         "items": Item.objects.filter(dataset=dataset).count(),
-        "indexed": store.count(alias),
+        "indexed": vector_store().count(index_alias(dataset)),
         "peer_pairs": peer_pairs,
         "setup_train_s": round(train_s, 1),
         "setup_grow_s": round(grow_s, 1),

@@ -58,83 +58,23 @@ def setup(data_dir: Path, n_items: int, seed: int, cache_dir: Path) -> dict[str,
     django.setup()
     from django.contrib.auth.models import User
     from django.core.management import call_command
+    from django.db import connections
     from rest_framework.authtoken.models import Token
 
-    from apps.datasets.formats import text_hash
-    from apps.datasets.models import Item
-    from apps.datasets.services import dataset_import
     from apps.discovery import services as discovery
-    from apps.training import services as training
-    from apps.training.encoding import encode_items
-    from apps.training.index import index_alias, model_encoder, require_active_model, vector_store
-    from apps.training.pipeline import ItemRows, training_run_execute
-    from simapp.vectors import Point, make_payload
+    from apps.training.index import index_alias, vector_store, vector_store_close
+    from bench._clinc import grow_with_variants, trained_clinc150
 
     call_command("migrate", verbosity=0)
-    started = time.perf_counter()
-    with CLINC.open("rb") as fp:
-        dataset_import(slug="clinc150", fp=fp, source_name=CLINC.name, fmt="clinc150", split="train")
-    from apps.datasets.models import Dataset
-
-    dataset = Dataset.objects.get(slug="clinc150")
-    run = training.training_run_start(dataset=dataset, enqueue=False).run
-    finished = training_run_execute(run_id=run.pk)
-    assert finished is not None and finished.status == "succeeded", finished and finished.error
-    train_s = time.perf_counter() - started
-
-    version, model = require_active_model(dataset)
-    rows = ItemRows.of(dataset)
-    encoded, _ = encode_items(model_encoder(dataset, model), rows)
-    real = model.embed(encoded)  # (15000, 384), unit length
-
-    # Variants: real final embeddings plus noise. Rows are written directly (not through the import
-    # service) because their embeddings are made here, not by the encoder: the service would send them to
-    # live indexing, which would encode 85,000 made-up texts.
-    rng = np.random.default_rng(seed)
-    extra = n_items - len(rows.ids)
-    source = rng.integers(0, len(rows.ids), size=extra)
-    noisy = real[source] + rng.normal(scale=0.02, size=(extra, real.shape[1])).astype(np.float32)
-    noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
-    texts = [f"{rows.texts[s]} ({n})" for n, s in enumerate(source.tolist())]
-    grow_started = time.perf_counter()
-    created = Item.objects.bulk_create(
-        (
-            Item(
-                dataset=dataset,
-                key=f"variant-{n:06d}",
-                text=texts[n],
-                label=rows.labels[s],
-                metadata={"variant": True},
-                content_hash=text_hash(texts[n]),
-            )
-            for n, s in enumerate(source.tolist())
-        ),
-        batch_size=5000,
+    trained = trained_clinc150("clinc150", CLINC)
+    dataset, version, model = trained.dataset, trained.version, trained.model
+    ids, noisy, grow_s = grow_with_variants(
+        trained, n_items, seed, prefix="variant", metadata={"variant": True}
     )
-    ids = [item.pk for item in created]
-    if any(i is None for i in ids):  # backends that do not return ids from bulk inserts
-        ids = list(
-            Item.objects.filter(dataset=dataset, key__startswith="variant-")
-            .order_by("id")
-            .values_list("id", flat=True)
-        )
+    rng = np.random.default_rng(seed + 1)
     store, alias = vector_store(), index_alias(dataset)
-    store.upsert(
-        alias,
-        [
-            Point(
-                id=item_id,
-                vector=noisy[n],
-                payload=make_payload(f"variant-{n:06d}", rows.labels[s], {"variant": True}),
-            )
-            for n, (item_id, s) in enumerate(zip(ids, source.tolist(), strict=True))
-        ],
-    )
-    store.optimize(alias)
-    grow_s = time.perf_counter() - grow_started
-
-    all_ids = rows.ids + ids
-    vectors = np.concatenate([real, noisy])
+    all_ids = trained.rows.ids + ids
+    vectors = np.concatenate([trained.vectors, noisy])
     started = time.perf_counter()
     summary = discovery.anomaly_scores_compute(
         dataset=dataset, version=version, item_ids=all_ids, vectors=vectors, distance=model.distance
@@ -152,15 +92,11 @@ def setup(data_dir: Path, n_items: int, seed: int, cache_dir: Path) -> dict[str,
     user = User.objects.create_user("bench", password="bench-serving")
     token = Token.objects.create(user=user).key
     document = json.loads(CLINC.read_text(encoding="utf-8"))
-    from django.db import connections
-
-    from apps.training.index import vector_store_close
-
     vector_store_close()
     connections.close_all()
     return {
         "setup": {
-            "train_seconds": round(train_s, 1),
+            "train_seconds": round(trained.train_seconds, 1),
             "grow_seconds": round(grow_s, 1),
             "anomaly_seconds": round(anomaly_s, 2),
             "anomaly_summary": summary,
@@ -170,7 +106,7 @@ def setup(data_dir: Path, n_items: int, seed: int, cache_dir: Path) -> dict[str,
         "recall_at_10": recall,
         "token": token,
         "item_ids": all_ids,
-        "labels": sorted(set(rows.labels)),
+        "labels": sorted(set(trained.rows.labels)),
         # Queries the server has never seen: the val split (the index holds train only).
         "query_texts": [text for text, _ in document["val"] + document["oos_val"]],
         "version": version.number,

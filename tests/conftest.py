@@ -47,6 +47,20 @@ def labeller_api(labeller: Any) -> APIClient:
     return client
 
 
+@pytest.fixture
+def staff_client(client: Any, staff_user: Any) -> Any:
+    """Django's test client, logged in as staff (pages)."""
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
+def labeller_client(client: Any, labeller: Any) -> Any:
+    """Django's test client, logged in as a labeller (pages)."""
+    client.force_login(labeller)
+    return client
+
+
 def db_snapshot() -> dict[str, list[tuple[Any, ...]]]:
     """Every row of the data tables, for asserting that a rejected input changed nothing."""
     return {

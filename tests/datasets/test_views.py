@@ -24,18 +24,6 @@ BAD_CSV_ERROR = "bad.csv, line 3: has 2 fields, but the header has 3"
 
 
 @pytest.fixture
-def staff_client(client: Client, staff_user: Any) -> Client:
-    client.force_login(staff_user)
-    return client
-
-
-@pytest.fixture
-def labeller_client(client: Client, labeller: Any) -> Client:
-    client.force_login(labeller)
-    return client
-
-
-@pytest.fixture
 def faq() -> Any:
     dataset = DatasetFactory(slug="faq", name="FAQ")
     ItemFactory(dataset=dataset, key="old", text="an old question", label="misc")

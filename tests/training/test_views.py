@@ -32,18 +32,6 @@ def dataset() -> Any:
     return dataset
 
 
-@pytest.fixture
-def staff_client(client: Client, staff_user: Any) -> Client:
-    client.force_login(staff_user)
-    return client
-
-
-@pytest.fixture
-def labeller_client(client: Client, labeller: Any) -> Client:
-    client.force_login(labeller)
-    return client
-
-
 def messages_of(response: Any) -> list[str]:
     return [str(m) for m in response.context["messages"]]
 
