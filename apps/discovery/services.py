@@ -29,8 +29,7 @@ from apps.training.encoding import encode_items
 from apps.training.index import NoActiveModel, index_alias, model_encoder, require_active_model, vector_store
 from apps.training.models import ModelVersion
 from simapp.learning import SimilarityModel, VectorEncoder
-from simapp.learning.anomaly import trimmed_knn_scores
-from simapp.learning.metrics import nearest_neighbors
+from simapp.learning.anomaly import knn_scores, trimmed_knn_scores
 from simapp.vectors import Filter, Hit, point_id
 
 CALIBRATION_SAMPLE = 3000
@@ -395,11 +394,8 @@ def classify_calibrate(
         sample = np.random.default_rng(seed).choice(
             len(x), size=min(CALIBRATION_SAMPLE, len(x)), replace=False
         )
-        # Leave-one-out: each sampled item against all other labelled items (its own entry dropped).
-        dists, idx = nearest_neighbors(x[sample], x, min(k + 1, len(x)), distance=distance)
-        dists = np.where(idx == sample[:, None], np.inf, dists)
-        dists.sort(axis=1)
-        scores, source = dists[:, : min(k, len(x) - 1)].mean(axis=1), "leave-one-out"
+        # Leave-one-out: each sampled item against all other labelled items.
+        scores, source = knn_scores(x, k=k, distance=distance, rows=sample), "leave-one-out"
     return {
         "k": k,
         "unknown_rate": unknown_rate,

@@ -73,11 +73,13 @@ def knn_scores(
     distance: str,
     reference: np.ndarray | None = None,
     queries: ArrayLike | None = None,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Mean distance (Q,) of each query to its ``k`` nearest reference rows of ``vectors`` (N, D).
 
     ``reference`` is a boolean mask (N,) of the rows that count as neighbours (default: all). Without
-    ``queries`` the rows of ``vectors`` are the queries and a row is never its own neighbour.
+    ``queries`` the rows of ``vectors`` (or only those at the indices ``rows``) are the queries, and a
+    row is never its own neighbour (leave-one-out).
     """
     x = np.asarray(vectors, dtype=np.float32)
     ref = np.ones(len(x), dtype=bool) if reference is None else np.asarray(reference, dtype=bool)
@@ -88,7 +90,7 @@ def knn_scores(
         ref_rows = np.flatnonzero(ref)
         dists, _ = nearest_neighbors(q, x[ref_rows], min(k, len(ref_rows)), distance=distance)
         return dists.mean(axis=1)
-    return _rescore(x, np.arange(len(x)), ref, k, distance)
+    return _rescore(x, np.arange(len(x)) if rows is None else np.asarray(rows), ref, k, distance)
 
 
 def _rescore(x: np.ndarray, rows: np.ndarray, reference: np.ndarray, k: int, distance: str) -> np.ndarray:
