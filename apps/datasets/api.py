@@ -34,6 +34,7 @@ from apps.datasets.formats import (
 from apps.datasets.models import Dataset, Item
 from apps.datasets.options import DatasetOptions
 from apps.labelling.models import Pair
+from apps.labelling.options import LabellingOptions
 
 
 class DatasetSerializer(serializers.ModelSerializer):
@@ -78,6 +79,11 @@ class DatasetSerializer(serializers.ModelSerializer):
             DatasetOptions.parse(value)
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
+        # The labelling page reads its own options leniently (a bad stored value falls back to its
+        # default); a new value must be usable.
+        problems = LabellingOptions.parse(value).problems
+        if problems:
+            raise ValidationError(problems[0])
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

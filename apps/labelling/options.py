@@ -16,9 +16,10 @@ key                      default      meaning
                                       cosine 0. Cosine indexes only; Euclidean ones always use the data.
 =======================  ===========  ==================================================================
 
-The dataset API stores ``settings`` as given and checks only the keys that serving needs
-(``apps.datasets.options``). These are read here instead: a value that cannot be used falls back to its
-default, and ``problems`` says so, for the labelling page to show; a bad setting never stops labelling.
+The dataset API refuses a settings object with an unusable value for these keys (as for the serving
+keys of ``apps.datasets.options``). A value stored some other way (the admin, the database) that cannot
+be used falls back to its default here, and ``problems`` says so for the labelling page to show: a bad
+setting never stops labelling.
 """
 
 from __future__ import annotations

@@ -202,6 +202,8 @@ def test_the_store_serves_again_once_it_is_back(labeller_api: APIClient, tiny: T
         ({"anomaly_k": 2.5}, "'anomaly_k' must be an integer from 1 to 200, not 2.5"),
         ({"anomaly_k": True}, "'anomaly_k' must be an integer from 1 to 200, not True"),
         ({"anomaly_threshold": "high"}, "'anomaly_threshold' must be a number or null, not 'high'"),
+        ({"label_mode": "stars"}, 'The setting label_mode = \'stars\' is not "binary" or "graded"'),
+        ({"annotators_per_pair": 0}, "The setting annotators_per_pair = 0 is not an integer from 1 to 10"),
         (["contamination", 0.1], "must be a JSON object"),
     ],
 )
@@ -218,7 +220,14 @@ def test_bad_dataset_settings_are_400_and_change_nothing(
 
 
 def test_good_dataset_settings_are_kept(staff_api: APIClient, fresh: Any) -> None:
-    value = {"contamination": 0.1, "knn_k": 5, "anomaly_threshold": 0.4, "other_tool": {"x": 1}}
+    value = {
+        "contamination": 0.1,
+        "knn_k": 5,
+        "anomaly_threshold": 0.4,
+        "label_mode": "graded",
+        "annotators_per_pair": 2,
+        "other_tool": {"x": 1},
+    }
 
     response = staff_api.patch("/api/datasets/fresh/", {"settings": value}, format="json")
 
