@@ -20,12 +20,16 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DJANGO_DEBUG", True)
 
+# Development only: DEBUG is on, so this key never signs anything that matters. It is public (it is right
+# here), so production refuses it as well as no key; `check --deploy` refuses short or repetitive ones.
+_DEVELOPMENT_SECRET_KEY = "simapp-insecure-development-key-do-not-use-in-production"
 SECRET_KEY = env_str("DJANGO_SECRET_KEY")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off")
-    # Development only: DEBUG is on, so this key never signs anything that matters.
-    SECRET_KEY = "simapp-insecure-development-key-do-not-use-in-production"
+if not DEBUG and SECRET_KEY in ("", _DEVELOPMENT_SECRET_KEY):
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off, to a long random value of its own "
+        '(python -c "import secrets; print(secrets.token_urlsafe(50))")'
+    )
+SECRET_KEY = SECRET_KEY or _DEVELOPMENT_SECRET_KEY
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
@@ -75,6 +79,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # A banner on pages that need the vector index while the store does not answer.
+                "apps.common.context_processors.vector_store_banner",
             ],
         },
     },
@@ -132,8 +138,15 @@ STORAGES = {
     },
 }
 
-# Uploads: files over SIMAPP_MAX_UPLOAD_MB are refused with a clear message before they are parsed.
+# Imports (the import page, the import API, import_dataset): files over SIMAPP_MAX_UPLOAD_MB are refused
+# before they are parsed, and inputs of more than SIMAPP_MAX_IMPORT_ROWS items and pairs (also through the
+# bulk APIs) as soon as the reader gets there; either way with the reason, and nothing is stored.
 SIMAPP_MAX_UPLOAD_BYTES = env_int("SIMAPP_MAX_UPLOAD_MB", 100) * 1024 * 1024
+SIMAPP_MAX_IMPORT_ROWS = env_int("SIMAPP_MAX_IMPORT_ROWS", 1_000_000)
+if SIMAPP_MAX_UPLOAD_BYTES < 1:
+    raise ImproperlyConfigured("SIMAPP_MAX_UPLOAD_MB must be at least 1")
+if SIMAPP_MAX_IMPORT_ROWS < 1:
+    raise ImproperlyConfigured("SIMAPP_MAX_IMPORT_ROWS must be at least 1")
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
 REST_FRAMEWORK = {

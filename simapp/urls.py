@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
@@ -31,6 +32,12 @@ api_patterns = [
         name="dataset-export",
     ),
     path("datasets/<slug:slug>/stats/", datasets_api.DatasetStatsApi.as_view(), name="dataset-stats"),
+    path(
+        "datasets/<slug:slug>/archive/",
+        datasets_api.DatasetArchiveExportApi.as_view(),
+        name="dataset-archive",
+    ),
+    path("archives/", datasets_api.DatasetArchiveImportApi.as_view(), name="archive-import"),
     path("datasets/<slug:slug>/pairs/", labelling_api.PairListCreateApi.as_view(), name="pair-list"),
     path("datasets/<slug:slug>/pairs/bulk/", labelling_api.PairBulkCreateApi.as_view(), name="pair-bulk"),
     path("datasets/<slug:slug>/runs/", training_api.TrainingRunListStartApi.as_view(), name="run-list"),
@@ -81,7 +88,16 @@ api_patterns = [
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
-    path("accounts/", include("django.contrib.auth.urls")),
+    # Not django.contrib.auth.urls: its password-reset pages answer anonymous visitors and send mail, and
+    # simapp has no mail set up; staff reset passwords in the admin. Only the login page is public.
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/password_change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path(
+        "accounts/password_change/done/",
+        auth_views.PasswordChangeDoneView.as_view(),
+        name="password_change_done",
+    ),
     path("api/", include(api_patterns)),
     path("", include("apps.datasets.urls")),
     path("", include("apps.discovery.urls")),

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 from rest_framework import parsers, permissions, serializers, status
-from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from apps.common.limits import upload_limit_bytes as upload_limit_bytes  # re-exported for the views
+from apps.common.limits import upload_too_large
 from apps.datasets.formats import DataFormatError
+from apps.datasets.signals import ItemsChangeUnavailable
 from apps.discovery.services import DiscoveryError
 from apps.training.index import NoActiveModel
 from apps.training.jobs import JobsUnavailable
@@ -40,19 +44,36 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         )
     if isinstance(exc, NoActiveModel):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-    if isinstance(exc, JobsUnavailable):
+    if isinstance(exc, (JobsUnavailable, ItemsChangeUnavailable)):
         return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
     return drf_exception_handler(exc, context)
 
 
+class Conflict(APIException):
+    """The request is valid but the resource's state refuses it (409), e.g. deleting what must be kept."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
 class JSONParser(parsers.JSONParser):
-    """DRF's JSON parser, except that a body nested deeper than ``json`` can recurse is a 400, not a 500."""
+    """DRF's JSON parser, except that these are a 400, not a 500: a body nested deeper than ``json`` can
+    recurse, and a string with half of a UTF-16 pair ("\\ud800"), which Python's ``json`` reads but which
+    is no Unicode text: no database stores it, and a response that echoes it cannot be encoded."""
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         try:
-            return super().parse(stream, media_type, parser_context)
+            data = super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError("JSON parse error - nested too deeply") from None
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")  # one pass in C over every key and string
+        except UnicodeEncodeError as exc:
+            raise ParseError(
+                f"JSON parse error - a string holds a lone surrogate (U+{ord(exc.object[exc.start]):04X}), "
+                "which is not valid Unicode text"
+            ) from None
+        return data
 
 
 class StrictFloatField(serializers.FloatField):
@@ -78,20 +99,6 @@ class IsStaffOrReadOnly(permissions.BasePermission):
         if not (request.user and request.user.is_authenticated):
             return False
         return request.method in permissions.SAFE_METHODS or request.user.is_staff
-
-
-def upload_limit_bytes() -> int:
-    return int(settings.SIMAPP_MAX_UPLOAD_BYTES)
-
-
-def upload_too_large(size: int) -> str | None:
-    """The user-facing reason an upload of ``size`` bytes is refused, or None when it is allowed."""
-    limit = upload_limit_bytes()
-    if size <= limit:
-        return None
-    return (
-        f"the upload is {size / 1048576:.1f} MB; the limit is {limit / 1048576:.1f} MB (SIMAPP_MAX_UPLOAD_MB)"
-    )
 
 
 def check_request_size(request: HttpRequest) -> None:

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any
 
-from django.http import StreamingHttpResponse
+from django.db.models import ProtectedError
+from django.http import FileResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import generics, serializers, status, viewsets
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import generics, permissions, serializers, status, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -16,13 +25,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.common.api import (
+    Conflict,
     IsStaffOrReadOnly,
     StrictFloatField,
     check_query_string,
     check_request_size,
     upload_too_large,
 )
-from apps.datasets import selectors, services
+from apps.datasets import archive, selectors, services
 from apps.datasets.formats import (
     FORMATS,
     MAX_KEY_LENGTH,
@@ -101,8 +111,16 @@ class DatasetSerializer(serializers.ModelSerializer):
         return services.dataset_update(dataset=instance, **validated_data)
 
 
+@extend_schema_view(
+    destroy=extend_schema(
+        responses={
+            204: None,
+            409: OpenApiResponse(description="the dataset has model versions, which are kept"),
+        }
+    )
+)
 class DatasetViewSet(viewsets.ModelViewSet):
-    """Datasets. Anyone logged in reads; staff create, change and delete."""
+    """Datasets. Anyone logged in reads; staff create, change and delete (a trained dataset is kept)."""
 
     serializer_class = DatasetSerializer
     permission_classes = [IsStaffOrReadOnly]
@@ -115,6 +133,18 @@ class DatasetViewSet(viewsets.ModelViewSet):
         dataset = serializer.save()
         # Re-read with the annotated counts for the response.
         serializer.instance = selectors.dataset_get(slug=dataset.slug)
+
+    def perform_destroy(self, instance: Dataset) -> None:
+        try:
+            instance.delete()
+        except ProtectedError as exc:  # raised before anything is deleted
+            kinds = " and ".join(
+                sorted({str(obj._meta.verbose_name_plural) for obj in exc.protected_objects})
+            )
+            raise Conflict(
+                f"dataset '{instance.slug}' cannot be deleted: its {kinds} ({len(exc.protected_objects)}) "
+                "are kept, with their training runs, index and model files"
+            ) from None
 
 
 class ItemSerializer(serializers.ModelSerializer):
@@ -365,3 +395,105 @@ class DatasetStatsApi(DatasetMixin, APIView):
     )
     def get(self, request: Request, slug: str) -> Response:
         return Response(selectors.dataset_stats(dataset=self.get_dataset()))
+
+
+class DatasetArchiveQuerySerializer(serializers.Serializer):
+    artifacts = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Include the model versions' files (model.json, head weights).",
+    )
+
+
+class DatasetArchiveExportApi(DatasetMixin, APIView):
+    """Download everything of the dataset as one archive: a zip of its items, pairs, users, anomaly feedback
+    and scores, training runs and model versions (with ``artifacts=true``, their model files too), as
+    `manage.py export_dataset SLUG PATH --format archive` writes it. Staff only."""
+
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(
+        parameters=[DatasetArchiveQuerySerializer],
+        responses={(200, "application/zip"): OpenApiTypes.BINARY},
+    )
+    def get(self, request: Request, slug: str) -> FileResponse:
+        check_query_string(request)
+        query = DatasetArchiveQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        dataset = self.get_dataset()
+        # Written to a temporary file first: an error is a proper response, never a cut-off download.
+        spool = tempfile.TemporaryFile()  # noqa: SIM115 - FileResponse closes it once sent
+        try:
+            archive.dataset_archive_export(
+                dataset=dataset, fp=spool, artifacts=query.validated_data["artifacts"]
+            )
+            spool.seek(0)
+        except BaseException:
+            spool.close()
+            raise
+        return FileResponse(
+            spool, as_attachment=True, filename=f"{dataset.slug}.zip", content_type="application/zip"
+        )
+
+
+class DatasetArchiveImportInputSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="An archive from GET /api/datasets/{slug}/archive/.")
+    slug = serializers.SlugField(
+        max_length=Dataset._meta.get_field("slug").max_length,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Restore as this dataset instead of the slug in the archive.",
+    )
+
+
+class DatasetArchiveImportResultSerializer(serializers.Serializer):
+    dataset = serializers.CharField(help_text="The slug the dataset was restored as.")
+    archived_as = serializers.CharField(help_text="Its slug in the archive.")
+    tables = serializers.DictField(child=serializers.IntegerField(), help_text="Rows restored per table.")
+    users_created = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Users this database lacked, created inactive without a password.",
+    )
+    runs_interrupted = serializers.IntegerField(
+        help_text="Runs queued or running in the archive, restored as failed."
+    )
+    artifacts = serializers.ListField(
+        child=serializers.IntegerField(), help_text="Versions whose model files came back."
+    )
+    active_version = serializers.IntegerField(allow_null=True)
+    index = serializers.CharField(
+        help_text='"queued" (the active version\'s index is being rebuilt), or why not.'
+    )
+
+
+class DatasetArchiveImportApi(APIView):
+    """Restore a dataset from an archive as a new dataset, all or nothing, then rebuild the index of its
+    active version in the background when its model files are here. A slug that exists is refused. Staff
+    only."""
+
+    permission_classes = [permissions.IsAdminUser]
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        request=DatasetArchiveImportInputSerializer, responses={201: DatasetArchiveImportResultSerializer}
+    )
+    def post(self, request: Request) -> Response:
+        from apps.training.restore import enqueue_index_restore
+
+        check_request_size(request)
+        data = DatasetArchiveImportInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload = data.validated_data["file"]
+        reason = upload_too_large(upload.size)
+        if reason:
+            raise ValidationError({"file": [reason]})
+        with upload.open("rb") as fp:
+            result = archive.dataset_archive_import(
+                fp=fp, source_name=upload.name, slug=data.validated_data["slug"] or None
+            )
+        if result.active_version is None:
+            index = "none: the dataset has no active model version"
+        else:
+            index = enqueue_index_restore(dataset=Dataset.objects.get(slug=result.dataset))
+        return Response(result.as_dict() | {"index": index}, status=status.HTTP_201_CREATED)

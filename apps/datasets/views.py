@@ -16,6 +16,7 @@ from apps.datasets import selectors, services
 from apps.datasets.formats import DataFormatError
 from apps.datasets.forms import ImportForm, NewDatasetImportForm
 from apps.datasets.models import Dataset
+from apps.datasets.signals import ItemsChangeUnavailable
 from apps.labelling.selectors import agreement, pair_list
 from apps.training.selectors import model_version_active, model_versions_active
 
@@ -114,7 +115,7 @@ def _import(request: HttpRequest, form: ImportForm, *, slug: str, name: str, cre
                 create_missing=create_missing,
                 name=name,
             )
-    except DataFormatError as exc:
+    except (DataFormatError, ItemsChangeUnavailable) as exc:
         return str(exc)
     verb = "created" if result.dataset_created else "imported into"
     messages.success(

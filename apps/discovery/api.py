@@ -29,6 +29,7 @@ from simapp.vectors import Filter, Range
 MAX_LIMIT = 200
 MAX_BATCH = 256
 MAX_TEXT = 10_000
+MAX_ID = 2**63 - 1  # item ids are 64-bit: a larger one is no item, and the database cannot even compare it
 
 
 def _dataset(slug: str) -> Dataset:
@@ -213,10 +214,10 @@ class ItemNeighboursApi(APIView):
 
 class RecommendInputSerializer(serializers.Serializer):
     positive = serializers.ListField(
-        child=serializers.IntegerField(min_value=1), required=False, max_length=100
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID), required=False, max_length=100
     )
     negative = serializers.ListField(
-        child=serializers.IntegerField(min_value=1), required=False, max_length=100
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID), required=False, max_length=100
     )
     positive_texts = serializers.ListField(
         child=serializers.CharField(max_length=MAX_TEXT), required=False, max_length=20

@@ -30,6 +30,7 @@ from django.utils.cache import patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from apps.common.store_health import needs_index
 from apps.datasets.models import Dataset, Item
 from apps.datasets.options import DatasetOptions
 from apps.datasets.selectors import dataset_label_counts, item_list
@@ -308,6 +309,7 @@ def _rows(
 
 @require_GET
 @login_required
+@needs_index
 def item_page(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """One item and its nearest neighbours; likes and dislikes on them steer the list
     (``services.recommend``: positive = the item and the liked ones, negative = the disliked ones)."""
@@ -480,6 +482,7 @@ def _feedback_row(version: ModelVersion, item: Item, user: Any) -> dict[str, Any
 
 @require_GET
 @login_required
+@needs_index
 def anomaly_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     """The score histogram with the threshold, and the items above it, most anomalous first.
 
@@ -655,6 +658,7 @@ def _vector(raw: str) -> list[float]:
 
 @require_http_methods(["GET", "POST"])
 @login_required
+@needs_index
 def classify_page(request: HttpRequest, slug: str) -> HttpResponse:
     """A text (or feature vector) in; its top labels with confidences, or "unknown", and the nearest
     labelled items out."""

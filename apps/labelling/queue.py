@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 from django.db.models import Count, Min, Q
 
+from apps.common.store_health import vector_store_problem
 from apps.datasets.models import Dataset, Item
 from apps.labelling.models import Pair
 from apps.labelling.options import LabellingOptions
@@ -233,6 +234,10 @@ def _model(context: _Context) -> tuple[Any, str, str]:
         active = active_model(context.dataset)
         if active is None:
             raise _Fallback("No active model yet: uncertain and hard pairs need a trained model.")
+        # Known to be down a moment ago: fall back at once instead of waiting for the store's timeout.
+        problem = vector_store_problem()
+        if problem is not None:
+            raise _Fallback(f"The active model or its index cannot be used ({problem}).")
         store, alias = vector_store(), index_alias(context.dataset)
     except (OSError, VectorStoreError) as exc:  # a missing artifact, the store down or locked
         raise _Fallback(f"The active model or its index cannot be used ({exc}).") from exc

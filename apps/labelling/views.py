@@ -21,6 +21,7 @@ from django.shortcuts import get_object_or_404, render
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
 
+from apps.common.store_health import needs_index
 from apps.datasets.models import Dataset, Item
 from apps.labelling import selectors, services
 from apps.labelling.forms import AnswerForm, PairForm, form_problem
@@ -163,6 +164,7 @@ def _strategy_of(raw: Any) -> str:
 
 @require_GET
 @login_required
+@needs_index
 def labelling_page(request: HttpRequest, slug: str) -> HttpResponse:
     """The next pair to label by the chosen strategy (``?strategy=random|uncertain|hard|review``)."""
     dataset = _dataset(slug)
@@ -185,6 +187,7 @@ def labelling_page(request: HttpRequest, slug: str) -> HttpResponse:
 
 @require_POST
 @login_required
+@needs_index
 def labelling_answer(request: HttpRequest, slug: str) -> HttpResponse:
     """Store the answer to the pair on screen (source manual, annotator = the user); show the next pair."""
     dataset = _dataset(slug)
@@ -215,6 +218,7 @@ def labelling_answer(request: HttpRequest, slug: str) -> HttpResponse:
 
 @require_POST
 @login_required
+@needs_index
 def labelling_skip(request: HttpRequest, slug: str) -> HttpResponse:
     """Pass on the pair on screen without labelling it; it is not offered again right away."""
     dataset = _dataset(slug)
@@ -238,6 +242,7 @@ def labelling_skip(request: HttpRequest, slug: str) -> HttpResponse:
 
 @require_POST
 @login_required
+@needs_index
 def labelling_undo(request: HttpRequest, slug: str) -> HttpResponse:
     """Take back the user's last answer on this page and show that pair again."""
     dataset = _dataset(slug)

@@ -21,7 +21,9 @@ from simapp.vectors import ActivationError, CollectionNotFound
 
 class TrainingRunSerializer(serializers.ModelSerializer):
     dataset = serializers.CharField(source="dataset.slug", read_only=True)
-    requested_by = serializers.CharField(source="requested_by.username", read_only=True, default=None)
+    requested_by = serializers.CharField(
+        source="requested_by.username", read_only=True, allow_null=True, default=None
+    )
 
     class Meta:
         model = TrainingRun
@@ -54,7 +56,8 @@ class TrainInputSerializer(serializers.Serializer):
     epochs = serializers.IntegerField(required=False, min_value=1, max_value=1000)
     lr = serializers.FloatField(required=False, min_value=1e-7, max_value=1.0)
     batch_size = serializers.IntegerField(required=False, min_value=2, max_value=65536)
-    seed = serializers.IntegerField(required=False, min_value=0)
+    # torch.manual_seed takes at most 64 bits; a larger seed would only fail the run later, in its job.
+    seed = serializers.IntegerField(required=False, min_value=0, max_value=2**32 - 1)
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):

@@ -9,8 +9,9 @@ class TrainingConfig(AppConfig):
     verbose_name = "Training"
 
     def ready(self) -> None:
-        from apps.datasets.signals import items_changed, items_deleted
+        from apps.datasets.signals import items_changed, items_deleted, items_will_change
         from apps.training import receivers
 
         items_changed.connect(receivers.on_items_changed, dispatch_uid="training-index-changed")
         items_deleted.connect(receivers.on_items_deleted, dispatch_uid="training-index-deleted")
+        items_will_change.connect(receivers.on_items_will_change, dispatch_uid="training-index-can-follow")

@@ -88,10 +88,13 @@ def active_model(dataset: Dataset) -> tuple[ModelVersion, SimilarityModel] | Non
     if version is None:
         return None
     path = Path(settings.DATA_DIR) / version.artifact_path  # relative paths resolve under DATA_DIR
+    # Keyed by the files' time too: a restore (or a retrain of a dataset deleted and created again under
+    # its slug) puts other model files at the same path.
+    key = f"{path}@{(path / 'model.json').stat().st_mtime_ns}"
     with _models_lock:
-        model = _models.get(str(path))
+        model = _models.get(key)
         if model is None:
-            model = _models[str(path)] = SimilarityModel.load(path)
+            model = _models[key] = SimilarityModel.load(path)
     return version, model
 
 

@@ -26,7 +26,9 @@ def check_broker() -> None:
     """Raise ``JobsUnavailable`` when a broker is configured but does not answer, before anything is created."""
     if not uses_broker():
         return
-    from kombu import Connection
+    # From its module, not ``from kombu import Connection``: kombu's package resolves names lazily, and
+    # simultaneous first retrain requests on several threads made that import fail (ImportError, a 500).
+    from kombu.connection import Connection
 
     try:
         with Connection(settings.CELERY_BROKER_URL, connect_timeout=2) as conn:
@@ -46,9 +48,21 @@ def enqueue_run(run_id: int) -> Future[None] | None:
     from apps.training.pipeline import training_run_execute
 
     if uses_broker():
+        from kombu.exceptions import OperationalError
+
+        from apps.training.models import TrainingRun
         from apps.training.tasks import train_run
 
-        train_run.apply_async(args=[run_id], queue="gpu")
+        try:
+            train_run.apply_async(args=[run_id], queue="gpu")
+        except OperationalError as exc:
+            # The broker answered the check, then went away before the job was published (after the run's
+            # row committed). No worker will ever get this run, and a queued run blocks every later retrain
+            # of its dataset: take it back, so the failed start leaves nothing behind, and say why.
+            TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).delete()
+            raise JobsUnavailable(
+                f"the job queue is unreachable ({type(exc).__name__}); try again when it is back"
+            ) from None
         return None
 
     def job() -> None:

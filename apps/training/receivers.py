@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from apps.datasets.signals import ItemsChangeUnavailable
 from apps.training import jobs
 
 
@@ -14,3 +15,16 @@ def on_items_changed(sender: Any, *, dataset: Any, item_ids: list[int], **kwargs
 
 def on_items_deleted(sender: Any, *, dataset: Any, item_ids: list[int], **kwargs: Any) -> None:
     jobs.enqueue_index(dataset_id=dataset.pk, item_ids=item_ids, delete=True)
+
+
+def on_items_will_change(sender: Any, *, dataset: Any, **kwargs: Any) -> None:
+    """Refuse a change to a served dataset's items while the job queue that would index it is down, so
+    that the items and the index never part ways."""
+    from apps.training.models import ModelVersion
+
+    if not jobs.uses_broker() or not ModelVersion.objects.filter(dataset=dataset, is_active=True).exists():
+        return
+    try:
+        jobs.check_broker()
+    except jobs.JobsUnavailable as exc:
+        raise ItemsChangeUnavailable(f"the items were not changed: {exc}") from None

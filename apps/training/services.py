@@ -16,12 +16,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from apps.datasets.models import Dataset, Item
 from apps.labelling.models import Pair
 from apps.training.models import ModelVersion, TrainingRun
+from simapp.vectors import ActivationError
 
 
 class TrainingRefused(ValueError):
@@ -195,9 +196,23 @@ def model_version_activate(*, version: ModelVersion) -> ModelVersion:
     """Serve ``version``: switch the dataset's index alias to its collection, then mark it active.
 
     The alias switch is atomic in the vector store; the database flag follows in one transaction.
+    ``ActivationError`` for a version that never served and whose run did not succeed: its run may have
+    died while it built the index (a killed worker cleans nothing up), so the collection may hold only
+    part of the points, and the store's checks cannot tell how many there should be.
     """
     from apps.training.index import index_activate
 
+    run = version.run
+    if version.activated_at is None and run.status != TrainingRun.Status.SUCCEEDED:
+        if run.status in TrainingRun.ACTIVE_STATUSES:
+            raise ActivationError(
+                f"its run ({run.pk}) is still {run.status}; it activates the version itself"
+            )
+        how = "was cancelled" if run.status == TrainingRun.Status.CANCELLED else "failed"
+        raise ActivationError(
+            f"its run ({run.pk}) {how} before the version ever served, so its index may be incomplete; "
+            "retrain instead"
+        )
     index_activate(dataset=version.dataset, collection=version.collection)
     with transaction.atomic():
         ModelVersion.objects.filter(dataset=version.dataset, is_active=True).exclude(pk=version.pk).update(
@@ -218,6 +233,7 @@ def model_version_rollback(*, dataset: Dataset) -> ModelVersion:
     available = index_collections(dataset=dataset)
     previous = (
         ModelVersion.objects.filter(dataset=dataset, number__lt=active.number, collection__in=available)
+        .filter(Q(activated_at__isnull=False) | Q(run__status=TrainingRun.Status.SUCCEEDED))  # see activate
         .order_by("-number")
         .first()
     )

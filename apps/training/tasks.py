@@ -8,6 +8,7 @@ from django.conf import settings
 
 from apps.training.index import index_items_sync
 from apps.training.pipeline import training_run_execute
+from apps.training.restore import index_restore_job
 from apps.training.services import training_runs_reap
 from simapp.celery import app as _app  # noqa: F401  (binds shared tasks to simapp's configured app)
 
@@ -26,6 +27,15 @@ def train_run(run_id: int) -> None:
 @shared_task(acks_late=True, soft_time_limit=600, time_limit=660)
 def index_items(dataset_id: int, item_ids: list[int], delete: bool) -> None:
     index_items_sync(dataset_id=dataset_id, item_ids=item_ids, delete=delete)
+
+
+@shared_task(
+    acks_late=True,
+    soft_time_limit=settings.SIMAPP_TRAIN_TIME_LIMIT_S,
+    time_limit=settings.SIMAPP_TRAIN_TIME_LIMIT_S + 60,
+)
+def restore_index(dataset_id: int, version_id: int) -> None:
+    index_restore_job(dataset_id=dataset_id, version_id=version_id)
 
 
 @worker_ready.connect

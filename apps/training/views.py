@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
+from apps.common.store_health import needs_index
 from apps.datasets.models import Dataset
 from apps.training import selectors, services
 from apps.training.charts import LossChart, loss_chart
@@ -60,6 +61,7 @@ class VersionRow:
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@needs_index
 def training_console(request: HttpRequest, slug: str) -> HttpResponse:
     """The console; POST starts a retrain with the options of the form."""
     dataset = _staff_dataset(request, slug)

@@ -41,6 +41,9 @@ Vector: TypeAlias = "NDArray[np.floating[Any]] | Sequence[float]"
 # to identifiers: anything else could address a different part of the payload.
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
+# Half of a UTF-16 pair: a Python string may hold one (JSON can spell it, "\\ud800"); UTF-8 cannot.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
 
 class Payload(TypedDict):
     """What each point stores besides its vector."""
@@ -115,6 +118,15 @@ class Filter:
             # Qdrant matches keywords, integers and booleans exactly; floats only through ranges.
             if not isinstance(value, str | int | bool):
                 raise ValueError(f"metadata filter {name}={value!r}: use a Range for non-integer numbers")
+            # Its integers are 64-bit and its keywords UTF-8: anything else fails inside the engine.
+            if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+                raise ValueError(f"metadata filter {name}={value}: integers are matched up to 64 bits")
+            if isinstance(value, str) and _SURROGATE.search(value):
+                raise ValueError(
+                    f"metadata filter {name}: {value!r} is not valid Unicode text (a lone surrogate)"
+                )
+        if self.label is not None and _SURROGATE.search(self.label):
+            raise ValueError(f"label filter: {self.label!r} is not valid Unicode text (a lone surrogate)")
 
     @property
     def is_empty(self) -> bool:

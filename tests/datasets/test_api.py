@@ -132,6 +132,38 @@ def test_items_filter_by_label_metadata_and_search_with_pagination(staff_api: AP
     assert bad.status_code == 400 and "letters, digits" in bad.json()["metadata"][0]
 
 
+def test_deleting_a_trained_dataset_is_409_and_deletes_nothing(staff_api: APIClient) -> None:
+    # given a dataset with a model version (which keeps its run, index and model files)
+    from apps.training.models import ModelVersion, TrainingRun
+
+    dataset = DatasetFactory(slug="d")
+    ItemFactory(dataset=dataset)
+    run = TrainingRun.objects.create(dataset=dataset, status=TrainingRun.Status.SUCCEEDED)
+    ModelVersion.objects.create(
+        dataset=dataset, run=run, number=1, artifact_path="models/d/v1", collection="d.index_v1"
+    )
+    before = (
+        db_snapshot(),
+        list(TrainingRun.objects.values_list()),
+        list(ModelVersion.objects.values_list()),
+    )
+
+    # when staff delete it (it was a 500: ProtectedError; found by tests/test_api_fuzz.py)
+    response = staff_api.delete("/api/datasets/d/")
+
+    # then it is refused, says why, and everything is still there
+    assert response.status_code == 409
+    assert response.json() == {
+        "detail": "dataset 'd' cannot be deleted: its model versions (1) are kept, with their training runs, "
+        "index and model files"
+    }
+    assert (
+        db_snapshot(),
+        list(TrainingRun.objects.values_list()),
+        list(ModelVersion.objects.values_list()),
+    ) == before
+
+
 def test_item_create_bulk_and_delete(staff_api: APIClient) -> None:
     DatasetFactory(slug="d")
 
@@ -387,6 +419,79 @@ def test_booleans_are_not_numbers_in_vectors(staff_api: APIClient) -> None:
 
     assert response.status_code == 400
     assert response.json() == {"vector": {"0": ["A valid number is required."]}}
+    assert db_snapshot() == before
+
+
+# JSON can spell half of a UTF-16 pair ("\ud800"), which Python reads but which is no Unicode text: no
+# database stores it (UnicodeEncodeError on SQLite, refused by PostgreSQL's jsonb), and a response that
+# echoes it (DRF's "is not a valid choice") cannot be encoded. Each was a 500; found by tests/test_api_fuzz.py.
+LONE_SURROGATE = (
+    "JSON parse error - a string holds a lone surrogate (U+D800), which is not valid Unicode text"
+)
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "payload"),
+    [
+        ("POST", "/api/datasets/d/items/", {"key": "a", "text": "x", "metadata": {"colour": "\ud800"}}),
+        ("POST", "/api/datasets/d/items/", {"key": "a", "text": "x", "metadata": {"deep": [{"\ud800": 1}]}}),
+        (
+            "POST",
+            "/api/datasets/d/items/bulk/",
+            {"items": [{"key": "b", "text": "y", "metadata": {"m": "a\ud800"}}]},
+        ),
+        ("PATCH", "/api/datasets/d/", {"settings": {"\ud800": 1}}),
+        ("POST", "/api/datasets/", {"slug": "e", "name": "E", "modality": "\ud800"}),  # echoed by the error
+    ],
+)
+def test_a_lone_surrogate_in_a_json_body_is_400_and_changes_nothing(
+    staff_api: APIClient, method: str, url: str, payload: dict[str, Any]
+) -> None:
+    ItemFactory(dataset=DatasetFactory(slug="d", settings={"k": 10}), key="k")
+    before = db_snapshot()
+
+    # json.dumps escapes the surrogate ("\\ud800"), as a client's JSON encoder would
+    response = staff_api.generic(method, url, json.dumps(payload), content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": LONE_SURROGATE}
+    assert db_snapshot() == before
+
+
+def test_a_lone_surrogate_in_an_imported_file_is_400_and_changes_nothing(staff_api: APIClient) -> None:
+    # a JSON Lines file is read by the importer, not the API's parser: the import refuses it itself
+    DatasetFactory(slug="d")
+    before = db_snapshot()
+
+    response = upload(
+        staff_api,
+        "d",
+        "items.jsonl",
+        b'{"key": "a", "text": "x", "metadata": {"m": "\\udfff"}}\n',
+        format="jsonl",
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "items.jsonl, line 1, field 'metadata': contains a lone surrogate (U+DFFF), which is not "
+        "valid Unicode text"
+    }
+    assert db_snapshot() == before
+
+
+def test_a_vector_value_beyond_32_bit_floats_is_400_and_changes_nothing(staff_api: APIClient) -> None:
+    # 1e300 would become infinity in the encoder, the embedding cache and the index: the item could be
+    # neither indexed nor trained on (found while fuzzing the API)
+    DatasetFactory(slug="v", modality="vector", encoder="vector")
+    before = db_snapshot()
+
+    response = staff_api.post("/api/datasets/v/items/", {"key": "a", "vector": [0.5, -1e300]}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "items, entry 1, field 'vector': holds -1e+300, beyond the range of the 32-bit floats "
+        "vectors are kept as (±3.4e38)"
+    }
     assert db_snapshot() == before
 
 

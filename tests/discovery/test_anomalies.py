@@ -64,8 +64,14 @@ def test_the_retrain_scored_every_item_for_the_active_version(clinc: Trained) ->
     scored = dict(AnomalyScore.objects.filter(version=version).values_list("item_id", "score"))
     vectors = vector_store().get_vectors(index_alias(clinc.dataset), clinc.ids)
 
+    # Every item of the slice is labelled, so every one stays in the reference set: a label is a person
+    # saying which known class the item belongs to.
     expected = trimmed_knn_scores(
-        np.stack([vectors[i] for i in clinc.ids]), k=10, distance="cosine", contamination=0.05
+        np.stack([vectors[i] for i in clinc.ids]),
+        k=10,
+        distance="cosine",
+        contamination=0.05,
+        normal=range(len(clinc.ids)),
     )
 
     assert sorted(scored) == clinc.ids
@@ -78,9 +84,10 @@ def test_the_retrain_scored_every_item_for_the_active_version(clinc: Trained) ->
         "scored": 60,
         "reference": int(expected.reference.sum()),
         "feedback_normal": 0,
+        "labelled_normal": 60,
         "feedback_anomaly": 0,
     }
-    assert summary["reference"] == 57  # 5% of 60 trimmed
+    assert summary["reference"] == 60  # nothing trimmed: every item is labelled
 
 
 # -- list ---------------------------------------------------------------------------------------------------
@@ -420,3 +427,36 @@ def test_rescoring_is_for_staff_only(labeller_api: APIClient, clinc: Trained) ->
 
     assert response.status_code == 403
     assert state() == before
+
+
+def test_a_labelled_class_apart_from_the_rest_stays_normal_and_unlabelled_strays_do_not(db: Any) -> None:
+    from apps.discovery.services import anomaly_scores_compute
+    from apps.training.models import TrainingRun
+
+    dataset = DatasetFactory(slug="apart")
+    rng = np.random.default_rng(0)
+    # 150 items of a broad class, 6 of a small class far from it (all labelled), 6 unlabelled strays.
+    broad = rng.normal(0, 1, (150, 8)) + np.array([8.0] + [0.0] * 7)
+    small = rng.normal(0, 0.3, (6, 8)) + np.array([0.0, 8.0] + [0.0] * 6)
+    strays = rng.normal(0, 4, (6, 8)) + np.array([0.0, 0.0, -8.0] + [0.0] * 5)
+    labels = ["broad"] * 150 + ["small"] * 6 + [""] * 6
+    items = [ItemFactory(dataset=dataset, label=label) for label in labels]
+    run = TrainingRun.objects.create(dataset=dataset)
+    version = ModelVersion.objects.create(dataset=dataset, run=run, number=1, collection="apart-v1")
+    vectors = np.concatenate([broad, small, strays]).astype(np.float32)
+
+    summary = anomaly_scores_compute(
+        dataset=dataset,
+        version=version,
+        item_ids=[i.id for i in items],
+        vectors=vectors,
+        distance="euclidean",
+    )
+    plain = trimmed_knn_scores(vectors, k=10, distance="euclidean", contamination=0.05)
+
+    scores = dict(AnomalyScore.objects.filter(version=version).values_list("item_id", "score"))
+    top = sorted(scores, key=lambda i: -scores[i])[:6]
+    assert {i.id for i in items[156:]} == set(top)  # the strays, not the small class
+    assert summary["labelled_normal"] == 156 and summary["reference"] == 156
+    # Trimming alone takes the small class for anomalies and drops (some of) it from the reference set.
+    assert not plain.reference[150:156].all()

@@ -215,6 +215,24 @@ def test_filter_rejects_unsafe_field_names() -> None:
         Range()
 
 
+def test_filter_values_stop_where_the_engine_stops(store: VectorStore) -> None:
+    # given indexed points whose "year" is an indexed integer field
+    _, vectors = loaded(store, n=20)
+
+    # then the 64-bit integers match (nothing has these years) ...
+    for year in (2**63 - 1, -(2**63)):
+        assert store.nearest("docs_v1", vectors[0], filter=Filter(metadata={"year": year})) == []
+    # ... and what the engine cannot take is refused before it gets there (it raised a TypeError from
+    # inside the engine, a 500 through the API; found by tests/test_api_fuzz.py)
+    for value in (2**63, -(2**63) - 1, 10**30):
+        with pytest.raises(ValueError, match="integers are matched up to 64 bits"):
+            Filter(metadata={"year": value})
+    with pytest.raises(ValueError, match="lone surrogate"):
+        Filter(metadata={"lang": "d\ud800"})
+    with pytest.raises(ValueError, match="lone surrogate"):
+        Filter(label="\udfff")
+
+
 def test_reads_reject_bad_queries(store: VectorStore) -> None:
     loaded(store, n=20)
 

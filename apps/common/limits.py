@@ -1,0 +1,18 @@
+"""The import limits of this server (settings ``SIMAPP_MAX_UPLOAD_MB``, ``SIMAPP_MAX_IMPORT_ROWS``), in
+words for the user. Free of DRF, so management commands can use them without importing the API."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+
+def upload_limit_bytes() -> int:
+    return int(settings.SIMAPP_MAX_UPLOAD_BYTES)
+
+
+def upload_too_large(size: int, *, what: str = "the upload") -> str | None:
+    """The user-facing reason an upload (``what``) of ``size`` bytes is refused, or None when it is allowed."""
+    limit = upload_limit_bytes()
+    if size <= limit:
+        return None
+    return f"{what} is {size / 1048576:.1f} MB; the limit is {limit / 1048576:.1f} MB (SIMAPP_MAX_UPLOAD_MB)"

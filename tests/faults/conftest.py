@@ -1,0 +1,93 @@
+"""Fixtures for fault tests: backing services that are not there, or that hang."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from apps.training import index
+
+PORTS = range(8100, 8200)  # the loopback ports these tests may use
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings: Any) -> None:
+    """Users are made per test (the API clients); a deliberately slow hasher would dominate the run."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def closed_port() -> int:
+    """A loopback port of ``PORTS`` that nothing listens on: connecting is refused at once."""
+    for port in PORTS:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
+
+
+class HungServer:
+    """A TCP server that accepts connections and never answers: a Qdrant that hangs (overloaded, or
+    half-dead behind a load balancer). Counts the connections it accepted."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", closed_port()))
+        self._sock.listen(16)
+        self.port = self._sock.getsockname()[1]
+        self.accepted = 0
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return  # closed
+            self.accepted += 1
+            self._held.append(conn)  # kept open, never read from or written to
+
+    def close(self) -> None:
+        self._sock.close()
+        for conn in self._held:
+            conn.close()
+
+
+@contextmanager
+def vector_store_at(url: str) -> Iterator[str]:
+    """The process's vector store is the Qdrant server at ``url`` while inside; the embedded one after."""
+    index.vector_store_close()
+    try:
+        with override_settings(QDRANT_URL=url):
+            yield url
+    finally:
+        index.vector_store_close()
+
+
+@pytest.fixture
+def store_down() -> Iterator[str]:
+    """The vector store pointed at a Qdrant server that is not there (a closed loopback port)."""
+    with vector_store_at(f"http://127.0.0.1:{closed_port()}") as url:
+        yield url
+
+
+@pytest.fixture
+def store_hung() -> Iterator[HungServer]:
+    """The vector store pointed at a Qdrant server that accepts connections and never answers."""
+    server = HungServer()
+    try:
+        with vector_store_at(f"http://127.0.0.1:{server.port}"):
+            yield server
+    finally:
+        server.close()
