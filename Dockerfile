@@ -1,5 +1,5 @@
 # simapp web and worker image. Build: docker build -t simapp .
-FROM python:3.11-slim
+FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 SIMAPP_DATA_DIR=/data
