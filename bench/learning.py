@@ -43,14 +43,13 @@ from simapp.learning import (
     content_hash,
     create_encoder,
     create_head,
-    create_loss,
     knn_accuracy,
     oos_scores,
     spearman,
     train,
 )
-from simapp.learning.device import amp_dtype
-from simapp.learning.samplers import MPerClassSampler
+from simapp.learning.device import amp_dtype, resolve_device
+from simapp.learning.trainer import DEFAULT_GROUP_BATCH, REFIT_MAX_ITEMS, TrainStep, default_loss_name
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SIMAPP_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -133,47 +132,41 @@ def epoch_speedup(
     head_name: str,
     uncached_batches: int,
 ) -> dict[str, float]:
-    """One epoch of the default group training step (SupCon + identity anchor, AdamW, m-per-class
-    batches of 256) with head ``head_name``, reading cached vectors, vs the same steps running the
-    frozen encoder on each batch (timed on ``uncached_batches`` batches, scaled to the epoch)."""
-    config = TrainConfig()
-    codes = GroupData(vectors, labels).codes
-    sampler = MPerClassSampler(
-        codes, m=config.samples_per_class, batch_size=256, rng=np.random.default_rng(0)
-    )
-    batches = list(sampler)
-    torch.manual_seed(0)
-    head = create_head(head_name, vectors.shape[1])
-    loss_fn = create_loss("supcon")
-    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3, fused=True)  # as the trainer
-    x_all = torch.from_numpy(vectors)
-    # The trainer's mixed precision on this CPU (bfloat16 where native, else none); the encoder in the
-    # uncached epoch runs as it does when it fills the cache.
-    autocast_dtype = amp_dtype(torch.device("cpu"))
-    codes_t = torch.from_numpy(codes)
+    """One epoch of the trainer's own step (:class:`TrainStep`: default loss and identity anchor,
+    AdamW, one-cycle schedule, the default m-per-class batches, the trainer's mixed precision) with head
+    ``head_name``, reading cached vectors, vs the same step running the frozen encoder on each batch
+    (timed on ``uncached_batches`` batches and scaled to the epoch)."""
+    config = TrainConfig(head=head_name, distance=encoder.distance)
+    data = GroupData(vectors, labels)
+    loss_name = default_loss_name(data, config.distance)
+    device = resolve_device(config.device)
+    batch_size = config.batch_size or DEFAULT_GROUP_BATCH
+    warmup = 2
 
-    def run(batch_inputs: Callable[[np.ndarray], torch.Tensor], selected: list[np.ndarray]) -> float:
+    def make_step(rows: Callable[[np.ndarray], torch.Tensor] | None, steps: int) -> TrainStep:
+        torch.manual_seed(0)
+        step = TrainStep(config, data, loss_name=loss_name, device=device, rows=rows)
+        step.schedule(steps)
+        return step
+
+    def encoded(idx: np.ndarray) -> torch.Tensor:
+        # What a batch costs without the cache: the encoder runs as it does when it fills the cache.
+        return torch.from_numpy(encoder.encode([texts[i] for i in idx.tolist()])).to(device)  # (B, D)
+
+    cached = make_step(None, 0)
+    batches = list(cached.sampler(batch_size, config.samples_per_class, np.random.default_rng(0)))
+    cached.schedule(warmup + len(batches))
+    uncached = make_step(encoded, warmup + uncached_batches)
+
+    def run(step: TrainStep, selected: list[np.ndarray]) -> float:
         start = time.perf_counter()
         for batch in selected:
-            x = batch_inputs(batch)  # (B, D)
-            with torch.autocast(
-                "cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
-            ):
-                out = head(x)
-            loss = loss_fn(out, codes_t[torch.from_numpy(batch)])
-            loss = loss + config.anchor_weight * (out.float() - x).pow(2).sum(1).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            float(step(batch))  # the trainer reads every step's loss
         return time.perf_counter() - start
 
-    def cached(batch: np.ndarray) -> torch.Tensor:
-        return x_all[torch.from_numpy(batch)]
-
-    def uncached(batch: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(encoder.encode([texts[i] for i in batch.tolist()]))
-
-    run(cached, batches[:2])  # warm-up (allocations, thread pools)
+    # Warm-up, untimed: allocations, thread pools, and the encoder's weights (loaded on first use).
+    run(cached, batches[-warmup:])
+    run(uncached, batches[-warmup:])
     cached_epoch = run(cached, batches)
     uncached_epoch = run(uncached, batches[:uncached_batches]) / uncached_batches * len(batches)
     return {
@@ -181,6 +174,7 @@ def epoch_speedup(
         "cached": cached_epoch,
         "uncached": uncached_epoch,
         "batches": len(batches),
+        "batch_size": len(batches[0]),
     }
 
 
@@ -274,6 +268,7 @@ def main() -> None:
             uncached_batches=args.uncached_batches,
         )
     default, skip = speed[config.head], speed["skip"]
+    default_hidden = getattr(create_head(config.head, encoder.dim), "hidden_dim", encoder.dim)
     figures |= {
         "cache_speedup_per_epoch": default["speedup"],
         "cache_epoch_seconds_cached": default["cached"],
@@ -282,6 +277,7 @@ def main() -> None:
         "cache_epoch_seconds_cached_skip_head": skip["cached"],
         "cache_epoch_seconds_uncached_skip_head": skip["uncached"],
         "cache_epoch_uncached_measured": f"{args.uncached_batches} of {default['batches']} batches, scaled per batch",
+        "cache_epoch_batch_size": default["batch_size"],
     }
     figures |= {
         "device": result.device,
@@ -291,7 +287,11 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg()[0],
-        "defaults": f"head={config.head} (hidden 8x), loss groups=supcon pairs=cosent, knn k={k} distance-weighted",
+        "defaults": (
+            f"head={config.head} (hidden {default_hidden // encoder.dim}x), loss groups=supcon pairs=cosent, "
+            f"group batch {config.batch_size or DEFAULT_GROUP_BATCH}, refit up to {REFIT_MAX_ITEMS} items, "
+            f"knn k={k} distance-weighted"
+        ),
         "total_seconds": time.perf_counter() - started,
     }
     figures = {key: round(v, 4) if isinstance(v, float) else v for key, v in figures.items()}

@@ -38,10 +38,11 @@ from simapp.learning import (
     TrainConfig,
     TrainingCancelled,
     create_head,
+    refits,
     train,
 )
 from simapp.learning import Progress as TrainProgress
-from simapp.vectors import Point, build_and_activate, make_payload, point_id
+from simapp.vectors import Point, VectorStoreError, build_and_activate, make_payload, point_id
 from simapp.vectors import Progress as IndexProgress
 
 logger = logging.getLogger(__name__)
@@ -222,7 +223,21 @@ def _error_text(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class _Laps:
+    """Seconds spent in each part of a run, kept in its metrics: where a retrain's time went."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._last, 3)
+        self._last = now
+
+
 def _execute(run: TrainingRun, reporter: RunReporter) -> dict[str, Any]:
+    laps = _Laps()
     dataset = run.dataset
     config = run.config
     services.training_data_check(dataset=dataset, config=config)
@@ -237,6 +252,7 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict[str, Any]:
         rows,
         on_batch=lambda done: (reporter.report(Stage.ENCODE, done, len(rows.ids)), reporter.check()),
     )
+    laps.lap("encode")
 
     # Train the head on the cached vectors.
     data = None if config.get("head") == "identity" else _training_data(dataset, rows, vectors)
@@ -252,16 +268,18 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict[str, Any]:
     )
 
     seen = {"epoch": 1, "loss": None}
+    # Without a refit (large data, by default) choosing the epoch count is the whole stage.
+    phases = _TRAIN_PHASES if data is not None and refits(train_config, data) else {"train": (0.0, 1.0)}
 
     def on_train_progress(p: TrainProgress) -> None:
         # The loss curve grows live: when an epoch begins, the previous one's last loss is recorded.
         finished_loss = seen["loss"] if p.epoch > seen["epoch"] else None
         seen["epoch"], seen["loss"] = p.epoch, p.loss
         step, steps = (p.epoch - 1) * p.steps_per_epoch + p.step, p.epochs * p.steps_per_epoch
-        # Training selects the epoch count on held-out items ("train"), then usually refits on all of
-        # them ("refit"), counting from epoch 1 again: give each phase its part of the stage, so the
-        # overall progress never goes back (without a refit it jumps forward at the evaluation).
-        lo, hi = _TRAIN_PHASES.get(p.stage, (0.0, 1.0))
+        # Training selects the epoch count on held-out items ("train"), then on small data refits on all
+        # of them ("refit"), counting from epoch 1 again: give each phase its part of the stage, so the
+        # overall progress never goes back (a refit that does not happen jumps forward at the evaluation).
+        lo, hi = phases.get(p.stage, (0.0, 1.0))
         fraction = lo + (hi - lo) * (step / steps if steps else 0.0)
         reporter.report(Stage.TRAIN, step, steps, loss=finished_loss, fraction=fraction)
 
@@ -296,6 +314,7 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict[str, Any]:
     }
     reporter.report(Stage.EVALUATE, 1, 1)
     reporter.check()
+    laps.lap("train")
 
     # Save the model as a new version (not active yet), then build its index beside the live one.
     head = create_head("identity", encoder.dim) if result is None else result.head
@@ -316,9 +335,13 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict[str, Any]:
     )
     store, alias = vector_store(), index_alias(dataset)
     previous = store.get_alias(alias)
+    build: Any = None  # set once the new index is built and the alias has moved to it
     try:
+        laps.lap("save")
         final = model.embed(vectors)  # (N, D) float32, normalised for cosine
+        laps.lap("embed")
         build = _build_index(dataset, version, rows, final, model.distance, reporter)
+        laps.lap("index")
         # Before the version serves: its "unknown" threshold and every item's anomaly score.
         reporter.report(Stage.ACTIVATE, 0, 1)
         discovery.version_calibrate(
@@ -329,9 +352,11 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict[str, Any]:
             distance=model.distance,
             holdout_scores=None if result is None else result.holdout_scores,
         )
+        laps.lap("calibrate")
         discovery.anomaly_scores_compute(
             dataset=dataset, version=version, item_ids=rows.ids, vectors=final, distance=model.distance
         )
+        laps.lap("anomaly")
         with transaction.atomic():
             # The reaper may have failed this run meanwhile (a late heartbeat): a run that no longer counts
             # as running must not serve; raising puts the previous version and its alias back.
@@ -355,25 +380,37 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict[str, Any]:
         reporter.report(Stage.ACTIVATE, 1, 1)
     except BaseException:
         try:
-            _undo_version(version, alias=alias, previous=previous)
+            _undo_version(version, alias=alias, previous=previous, switched=build is not None)
         finally:
             shutil.rmtree(artifact, ignore_errors=True)
         raise
+    laps.lap("activate")
     metrics["version"] = number
     metrics["index_seconds"] = round(build.seconds, 3)
+    metrics["seconds"] = laps.seconds
     return metrics
 
 
-def _undo_version(version: ModelVersion, *, alias: str, previous: str | None) -> None:
+def _undo_version(version: ModelVersion, *, alias: str, previous: str | None, switched: bool) -> None:
     """Take back a version that failed at or after its alias switch, so index and database agree again.
 
     The alias goes back to ``previous`` (dropping the new collection removes the alias with it when there
     was none), the version that served before is active again and the new version's row is deleted.
+
+    ``switched``: whether the build got as far as moving the alias. If it did not, the alias never changed,
+    so a store that cannot be reached (it went away mid-upload) does not stop the row from going: a
+    collection that no version names is never served, and the next build of that number replaces it. The
+    run then fails with its own error, not with this clean-up's.
     """
     store = vector_store()
-    if store.get_alias(alias) == version.collection and previous:
-        store.set_alias(alias, previous)
-    store.drop(version.collection)  # a no-op when build_and_activate already dropped it
+    try:
+        if store.get_alias(alias) == version.collection and previous:
+            store.set_alias(alias, previous)
+        store.drop(version.collection)  # a no-op when build_and_activate already dropped it
+    except VectorStoreError:
+        if switched:
+            raise
+        logger.warning("could not drop the half-built collection %s", version.collection, exc_info=True)
     with transaction.atomic():
         ModelVersion.objects.filter(pk=version.pk).delete()
         versions = ModelVersion.objects.filter(dataset_id=version.dataset_id)

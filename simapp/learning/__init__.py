@@ -76,7 +76,9 @@ from simapp.learning.trainer import (
     TrainConfig,
     TrainingCancelled,
     TrainResult,
+    TrainStep,
     default_loss_name,
+    refits,
     train,
 )
 
@@ -104,6 +106,7 @@ __all__ = [
     "SupervisedContrastiveLoss",
     "TrainConfig",
     "TrainResult",
+    "TrainStep",
     "TrainableEncoderError",
     "TrainingCancelled",
     "TripletLoss",
@@ -126,6 +129,7 @@ __all__ = [
     "pairwise_similarity",
     "precision_at_k",
     "r_precision",
+    "refits",
     "resolve_device",
     "retrieval_metrics",
     "score_to_cosine",

@@ -93,6 +93,12 @@ class SentenceTransformerEncoder(Encoder):
 
     Runs on ``device`` (default: ``SIMAPP_DEVICE`` / auto) and in fp16 on CUDA. Output vectors are
     L2-normalised when ``normalize`` is true (cosine geometry is unchanged; heads see unit inputs).
+
+    The model is loaded on first use (``encode`` or ``model``): its dimension, sequence length and
+    fingerprint are read from the directory's configuration files where they state them, so a retrain
+    whose items are all in the embedding cache never imports sentence-transformers (about 3 s of a
+    process's start-up on 2 CPU cores) nor loads the weights. Directories whose modules the files do not
+    describe completely are loaded at once.
     """
 
     distance: Distance = "cosine"
@@ -108,8 +114,6 @@ class SentenceTransformerEncoder(Encoder):
         max_seq_length: int | None = None,
     ) -> None:
         _set_offline()
-        from sentence_transformers import SentenceTransformer
-
         self.path = Path(path).resolve()
         if not self.path.is_dir():
             raise ValueError(f"Sentence-transformers directory {self.path} does not exist")
@@ -117,21 +121,54 @@ class SentenceTransformerEncoder(Encoder):
         self.device = resolve_device(str(device)) if device is not None else resolve_device()
         self.batch_size = batch_size
         self.normalize = normalize
-        self.model = SentenceTransformer(str(self.path), device=str(self.device), local_files_only=True)
-        if max_seq_length is not None:
-            self.model.max_seq_length = max_seq_length
-        self.model.eval()
-        self.model.requires_grad_(False)
         # fp16 halves memory and doubles throughput on GPUs; CPUs gain nothing from it.
         self.fp16 = self.device.type == "cuda"
-        if self.fp16:
-            self.model.half()
-        self.dim = int(self.model.get_embedding_dimension())
+        self._model: Any = None
         self._fingerprint: str | None = None
+        described = _described_shape(self.path)
+        if described is None:
+            self._load(max_seq_length)
+            self.dim = int(self._model.get_embedding_dimension())
+            self.max_seq_length: int | None = self._model.max_seq_length
+        else:
+            self.dim, self.max_seq_length = described
+            if max_seq_length is not None:
+                self.max_seq_length = max_seq_length
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is in memory (it is loaded on first use)."""
+        return self._model is not None
+
+    @property
+    def model(self) -> Any:
+        """The loaded ``SentenceTransformer`` (loaded now if it was not yet)."""
+        if self._model is None:
+            self._load(self.max_seq_length)
+            loaded = (int(self._model.get_embedding_dimension()), self._model.max_seq_length)
+            if loaded != (self.dim, self.max_seq_length):
+                raise RuntimeError(
+                    f"{self.path}: the model computes (dim, max_seq_length) = {loaded}, its configuration "
+                    f"files said {(self.dim, self.max_seq_length)}"
+                )
+        return self._model
+
+    def _load(self, max_seq_length: int | None) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(self.path), device=str(self.device), local_files_only=True)
+        if max_seq_length is not None:
+            model.max_seq_length = max_seq_length
+        model.eval()
+        model.requires_grad_(False)
+        if self.fp16:
+            model.half()
+        self._model = model
 
     @property
     def trainable(self) -> bool:
-        return any(p.requires_grad for p in self.model.parameters())
+        # A model that is not loaded yet is frozen: loading freezes it.
+        return self._model is not None and any(p.requires_grad for p in self._model.parameters())
 
     @property
     def fingerprint(self) -> str:
@@ -140,7 +177,7 @@ class SentenceTransformerEncoder(Encoder):
                 "kind": "sentence-transformers",
                 "name": self.name,
                 "normalize": self.normalize,
-                "max_seq_length": self.model.max_seq_length,
+                "max_seq_length": self.max_seq_length,
                 "precision": "fp16" if self.fp16 else "fp32",
                 "files": _directory_digest(self.path),
             }
@@ -163,9 +200,51 @@ class SentenceTransformerEncoder(Encoder):
     def get_config_dict(self) -> dict[str, Any]:
         name_or_path = self.name if self.name == MINILM else str(self.path)
         config: dict[str, Any] = {"name_or_path": name_or_path, "normalize": self.normalize}
-        if self.model.max_seq_length is not None:
-            config["max_seq_length"] = int(self.model.max_seq_length)
+        if self.max_seq_length is not None:
+            config["max_seq_length"] = int(self.max_seq_length)
         return config
+
+
+# Pooling modes of sentence-transformers; the pooled vector concatenates one word-embedding-sized part
+# per mode that is on.
+_POOLING_MODES = (
+    "pooling_mode_cls_token",
+    "pooling_mode_mean_tokens",
+    "pooling_mode_max_tokens",
+    "pooling_mode_mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens",
+    "pooling_mode_lasttoken",
+)
+
+
+def _described_shape(root: Path) -> tuple[int, int] | None:
+    """``(output dimension, max_seq_length)`` of a sentence-transformers directory as its configuration
+    files state them, or None where they do not say it all (modules other than Transformer, Pooling,
+    Dense and Normalize, or no ``max_seq_length``); the model is then loaded to find out."""
+    try:
+        modules = json.loads((root / "modules.json").read_text())
+        max_seq_length = json.loads((root / "sentence_bert_config.json").read_text())["max_seq_length"]
+        dim = None
+        for module in modules:
+            kind = str(module["type"]).rsplit(".", 1)[-1]
+            config_path = root / module.get("path", "") / "config.json"
+            if kind == "Transformer":
+                continue
+            if kind == "Normalize":
+                continue
+            if kind == "Pooling":
+                config = json.loads(config_path.read_text())
+                modes = sum(bool(config.get(mode)) for mode in _POOLING_MODES)
+                dim = int(config["word_embedding_dimension"]) * modes
+            elif kind == "Dense":
+                dim = int(json.loads(config_path.read_text())["out_features"])
+            else:
+                return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not dim or not isinstance(max_seq_length, int):
+        return None
+    return dim, max_seq_length
 
 
 class VectorEncoder(Encoder):

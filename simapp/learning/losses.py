@@ -275,18 +275,67 @@ class SupervisedContrastiveLoss(SimilarityLoss):
     config_class = SupervisedContrastiveConfig
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        e = embeddings.float()
-        logits = pairwise_similarity(e, e) / self.config.temperature  # (B, B)
-        eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-        logits = logits.masked_fill(eye, float("-inf"))  # an item is not its own candidate
-        positives = (labels[:, None] == labels[None, :]) & ~eye  # (B, B)
-        anchors = positives.any(1)
-        if not anchors.any():
+        e = F.normalize(embeddings.to(torch.promote_types(embeddings.dtype, torch.float32)), dim=-1)  # (B, D)
+        if len(labels) < 2:  # no candidates at all (and a logsumexp over nothing has no gradient)
             return e.sum() * 0.0
-        log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # (B, B)
-        log_prob = log_prob.masked_fill(~positives, 0.0)  # also clears the -inf diagonal
-        per_anchor = -log_prob.sum(1)[anchors] / positives.sum(1)[anchors]  # (A,)
-        return per_anchor.mean()
+        return _SupConFunction.apply(e, labels, self.config.temperature)
+
+
+class _SupConFunction(torch.autograd.Function):
+    """SupCon from normalised embeddings ``e`` (B, D) and labels (B,), with a written-out backward:
+    ``dL/de = (G + G^T) e / T`` with ``G_ij = [i has positives] (softmax_ij - P_ij / |P_i|) / #anchors``.
+
+    That is one (B, B) x (B, D) product where autograd takes two, and the positives (a few per row in
+    m-per-class batches) are handled as a list of pairs instead of (B, B) masks: about five element-wise
+    passes over (B, B) where autograd's version took about twenty. On 2 CPU cores the loss went from a
+    quarter of a training step of the default head (batch 512) to about an eighth.
+
+    Under autocast the two products run in its reduced precision (as ``e @ e.T`` would); everything
+    after them in float32 (float64 inputs stay float64, for gradcheck)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, e: torch.Tensor, labels: torch.Tensor, temperature: float
+    ) -> torch.Tensor:
+        device = e.device.type
+        low = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        work = torch.promote_types(e.dtype, torch.float32)
+        a = e.to(low) if low is not None else e  # (B, D), the operand of both products
+        n = len(labels)
+        with torch.autocast(device, enabled=False):
+            same = labels[:, None] == labels[None, :]  # (B, B)
+            same.fill_diagonal_(False)
+            rows, cols = same.nonzero(as_tuple=True)  # (P,) each: the positive pairs (i, j), i != j
+            counts = torch.bincount(rows, minlength=n)  # (B,) positives per anchor
+            anchors = counts > 0
+            n_anchors = anchors.sum().clamp_min(1)
+            logits = (a @ a.T).to(work).mul_(1.0 / temperature)  # (B, B)
+            logits.fill_diagonal_(float("-inf"))  # an item is not its own candidate
+            positive_logits = logits[rows, cols]  # (P,)
+            # softmax over each row's candidates, shifted by the row's largest logit
+            top = logits.amax(1, keepdim=True)  # (B, 1)
+            softmax = logits.sub_(top).exp_()  # (B, B), 0 on the diagonal
+            total = softmax.sum(1, keepdim=True)  # (B, 1)
+            softmax.div_(total)
+            lse = (total.log_() + top).squeeze(1)  # (B,) logsumexp over candidates
+            # -mean over positives of log softmax = logsumexp over candidates - mean positive logit
+            positive_mean = torch.zeros(n, dtype=work, device=e.device).index_add_(0, rows, positive_logits)
+            positive_mean /= counts.clamp_min(1)
+            loss = torch.where(anchors, lse - positive_mean, 0.0).sum() / n_anchors
+        ctx.save_for_backward(a, softmax, rows, cols, counts, anchors, n_anchors)
+        ctx.temperature = temperature
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        a, softmax, rows, cols, counts, anchors, n_anchors = ctx.saved_tensors
+        with torch.autocast(a.device.type, enabled=False):
+            scale = anchors * (grad / (n_anchors * ctx.temperature))  # (B,)
+            g = softmax * scale[:, None]  # (B, B): dL/d(e e^T) from the softmax, one side
+            g.index_put_((rows, cols), -(scale / counts.clamp_min(1))[rows], accumulate=True)
+            both = torch.add(g, g.T, out=torch.empty_like(g, dtype=a.dtype))  # symmetric, in a's dtype
+            grad_e = (both @ a).to(softmax.dtype)  # (B, D)
+        return grad_e, None, None
 
 
 @dataclass

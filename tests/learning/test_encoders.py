@@ -87,6 +87,32 @@ def test_minilm_through_the_cache_and_a_saved_model(
 
 
 @pytest.mark.slow
+def test_minilm_answers_from_its_files_and_loads_the_model_only_to_encode(
+    minilm: SentenceTransformerEncoder, tmp_path: Path
+) -> None:
+    texts = [row[1] for row in _sts_rows(3, 7)]
+    EmbeddingCache(tmp_path / "cache", minilm).get_or_compute([content_hash(t) for t in texts], texts)
+
+    fresh = create_encoder("minilm", device="cpu")
+    assert isinstance(fresh, SentenceTransformerEncoder)
+    cache = EmbeddingCache(tmp_path / "cache", fresh)
+    cached = cache.get_or_compute([content_hash(t) for t in texts], texts)
+
+    # A retrain whose items are all cached: same fingerprint, dimension and config, no model loaded.
+    assert (cache.last_stats.hits, cache.last_stats.misses) == (2, 0)
+    assert not fresh.loaded
+    assert (fresh.fingerprint, fresh.dim, fresh.get_config_dict()) == (
+        minilm.fingerprint,
+        minilm.dim,
+        minilm.get_config_dict(),
+    )
+    # Encoding loads it, and the loaded model is what the files described.
+    np.testing.assert_allclose(fresh.encode(texts), cached, atol=1e-6)
+    assert fresh.loaded
+    assert (fresh.model.get_embedding_dimension(), fresh.model.max_seq_length) == (384, 256)
+
+
+@pytest.mark.slow
 def test_unfrozen_sentence_transformer_is_refused_by_the_cache(
     minilm: SentenceTransformerEncoder, tmp_path: Path
 ) -> None:

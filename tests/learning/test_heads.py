@@ -94,7 +94,7 @@ def test_defaults_are_resolved_into_the_saved_config() -> None:
     assert create_head("mlp", D).get_config_dict() == {
         "name": "mlp",
         "input_dim": D,
-        "hidden_dim": 8 * D,
+        "hidden_dim": 3 * D,
         "output_dim": D,
         "dropout": 0.0,
     }

@@ -150,6 +150,48 @@ def test_supcon_reaches_its_lower_bound_log_of_the_positive_count() -> None:
     assert per_positive > math.log(2)
 
 
+def _supcon_by_autograd(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SupCon written as plain tensor operations, for autograd to differentiate."""
+    e = torch.nn.functional.normalize(embeddings, dim=-1)
+    eye = torch.eye(len(labels), dtype=torch.bool)
+    logits = (e @ e.T / temperature).masked_fill(eye, float("-inf"))
+    positives = (labels[:, None] == labels[None, :]) & ~eye
+    log_prob = (logits - torch.logsumexp(logits, dim=1, keepdim=True)).masked_fill(~positives, 0.0)
+    anchors = positives.any(1)
+    return (-log_prob.sum(1)[anchors] / positives.sum(1)[anchors]).mean()
+
+
+def test_supcon_written_out_gradient_equals_autograds_of_the_formula() -> None:
+    loss = create_loss("supcon", temperature=0.1)
+    labels = torch.tensor([0, 0, 1, 1, 1, 2])  # the item of class 2 is an anchor without positives
+    x = torch.randn(6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+
+    value = loss(x, labels)
+    (grad,) = torch.autograd.grad(value, x)
+    expected = _supcon_by_autograd(x, labels, 0.1)
+    (expected_grad,) = torch.autograd.grad(expected, x)
+
+    assert float(value.detach()) == pytest.approx(float(expected.detach()), rel=1e-12)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda e: loss(e, labels), (x,))
+
+
+def test_supcon_under_bfloat16_autocast_stays_close_to_float32() -> None:
+    loss = create_loss("supcon")
+    x, labels = _separable_groups()
+    x.requires_grad_(True)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = loss(x, labels)
+    (low_grad,) = torch.autograd.grad(low, x)
+    full = loss(x, labels)
+    (full_grad,) = torch.autograd.grad(full, x)
+
+    assert low.dtype == torch.float32
+    assert float(low.detach()) == pytest.approx(float(full.detach()), rel=2e-2)
+    assert float((low_grad - full_grad).norm() / full_grad.norm()) < 0.05
+
+
 def test_arcface_matches_the_margin_formula_on_its_own_centres() -> None:
     loss = create_loss("arcface", num_classes=3, embedding_dim=D, scale=2.0, margin=0.3)
     with torch.no_grad():

@@ -81,6 +81,30 @@ def test_nearest_neighbours_can_leave_each_item_out() -> None:
     assert without_self[:, 0].tolist() == [1, 0, 1]
 
 
+@pytest.mark.parametrize("spread", [0.05, 0.5])
+def test_cosine_neighbours_of_a_large_index_are_the_exact_ones(spread: float) -> None:
+    # 6,000 vectors in 60 clusters: large enough for the bfloat16 candidate search (on CPUs that compute
+    # bfloat16 natively). With spread 0.05 a cluster's ~100 members are all within one bfloat16 rounding
+    # of each other, so the candidates alone would miss true neighbours.
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(60, 32))
+    index = centres[rng.integers(0, 60, 6000)] + spread * rng.normal(size=(6000, 32))
+    queries = centres[rng.integers(0, 60, 300)] + spread * rng.normal(size=(300, 32))
+    unit = index / np.linalg.norm(index, axis=1, keepdims=True)
+    cos = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ unit.T  # (300, 6000) float64
+    self_cos = unit[:300] @ unit.T
+    np.fill_diagonal(self_cos, -np.inf)
+
+    dists, idx = nearest_neighbors(queries, index, 10)
+    self_dists, self_idx = nearest_neighbors(index[:300], index, 10, exclude_self=True)
+
+    # The k smallest distances, each belonging to the item returned for it (ties may swap items).
+    for found, found_idx, exact in ((dists, idx, cos), (self_dists, self_idx, self_cos)):
+        np.testing.assert_allclose(found, 1.0 - np.sort(exact, axis=1)[:, ::-1][:, :10], atol=2e-6)
+        np.testing.assert_allclose(found, 1.0 - np.take_along_axis(exact, found_idx, axis=1), atol=2e-6)
+    assert not (self_idx == np.arange(300)[:, None]).any()
+
+
 def test_retrieval_metrics_on_two_clean_clusters_are_perfect() -> None:
     points = np.array([[1.0, 0.0], [0.99, 0.1], [0.98, 0.2], [0.0, 1.0], [0.1, 0.99], [0.2, 0.98]])
     labels = np.array(["a", "a", "a", "b", "b", "b"])

@@ -13,10 +13,11 @@ from simapp.learning import (
     VectorEncoder,
     default_loss_name,
     knn_accuracy,
+    nearest_neighbors,
     train,
 )
 from simapp.learning.device import amp_dtype
-from simapp.learning.trainer import EarlyStopping
+from simapp.learning.trainer import REFIT_MAX_ITEMS, EarlyStopping, TrainStep, _split_holdout, refits
 
 
 def _groups(seed: int = 0, n_classes: int = 6, per_class: int = 40, dim: int = 16) -> GroupData:
@@ -172,7 +173,7 @@ def test_early_stopping_stops_a_run_that_gets_worse_and_returns_the_chosen_epoch
     data, val = _groups(), _groups(seed=1, per_class=10)
     # A constant learning rate this high makes the validation metric swing and then fall.
     config = TrainConfig(
-        device="cpu", **{**FAST, "epochs": 10, "learning_rate": 50.0}, schedule="constant", anchor_weight=0.0
+        device="cpu", **{**FAST, "epochs": 10, "learning_rate": 20.0}, schedule="constant", anchor_weight=0.0
     )
 
     result = train(config, data, val=val)
@@ -252,3 +253,81 @@ def test_the_one_cycle_schedule_works_for_any_number_of_steps(epochs: int) -> No
     result = train(config, data, val=data)
 
     assert 1 <= len(result.loss_history) <= epochs
+
+
+@pytest.mark.parametrize("loss", ["supcon", "cosent"])
+def test_train_step_is_the_step_that_train_runs(loss: str) -> None:
+    # bench.learning times TrainStep to measure what an epoch of training costs: it must be train()'s own.
+    data = _groups()
+    config = TrainConfig(device="cpu", loss=loss, val_fraction=0.0, **FAST)
+
+    result = train(config, data)
+    torch.manual_seed(config.seed)
+    step = TrainStep(config, data, loss_name=loss, device=torch.device("cpu"))
+    sampler = step.sampler(
+        FAST["batch_size"], config.samples_per_class, np.random.default_rng(config.seed + 1)
+    )
+    step.schedule(FAST["epochs"] * len(sampler))
+    losses = [float(step(batch)) for _ in range(FAST["epochs"]) for batch in sampler]
+
+    assert len(losses) == FAST["epochs"] * len(sampler)
+    assert [round(v, 6) for v in result.loss_history] == [
+        round(float(np.mean(losses[i : i + len(sampler)])), 6) for i in range(0, len(losses), len(sampler))
+    ]
+    for key, value in result.head.state_dict().items():
+        assert torch.equal(value, step.head.state_dict()[key])
+
+
+def test_train_step_can_read_its_rows_from_elsewhere() -> None:
+    # The benchmark's uncached epoch: rows come from a function (there, the encoder) instead of the cache.
+    data = _groups()
+    config = TrainConfig(device="cpu", **FAST)
+    asked: list[list[int]] = []
+
+    def rows(idx: np.ndarray) -> torch.Tensor:
+        # An encoder here must run as it does when it fills the cache: not under the head's autocast.
+        assert not torch.is_autocast_enabled("cpu")
+        asked.append(idx.tolist())
+        return torch.from_numpy(data.embeddings[idx])
+
+    torch.manual_seed(0)
+    cached = TrainStep(config, data, loss_name="supcon", device=torch.device("cpu"))
+    torch.manual_seed(0)
+    computed = TrainStep(config, data, loss_name="supcon", device=torch.device("cpu"), rows=rows)
+    batch = next(iter(cached.sampler(24, 4, np.random.default_rng(0))))
+
+    assert float(cached(batch)) == float(computed(batch))
+    assert asked == [batch.tolist()]
+
+
+def test_by_default_only_small_data_is_refit_on_all_items() -> None:
+    small, large = _groups(per_class=40), _groups(per_class=350)  # 240 and 2,100 items
+    assert REFIT_MAX_ITEMS == 2000
+    assert refits(TrainConfig(), small) and not refits(TrainConfig(), large)
+    assert refits(TrainConfig(refit=True), large) and not refits(TrainConfig(refit=False), small)
+
+    kept = train(TrainConfig(device="cpu", **FAST), large)
+    refit = train(TrainConfig(device="cpu", **FAST), small)
+
+    # Large data: the chosen epoch's head, trained without the held-out items (which calibrate it).
+    assert (kept.refit_history, kept.n_train, kept.n_val) == ([], 1890, 210)
+    assert kept.holdout_scores is not None and len(kept.holdout_scores) == 210
+    assert len(refit.refit_history) == refit.best_epoch and refit.n_train == 240
+
+
+def test_the_chosen_epochs_figures_are_exact_for_the_returned_head() -> None:
+    # Epochs are compared in the training precision; the chosen one's accuracy and the held-out items'
+    # distances (which calibrate "unknown") are those of the returned head in full precision.
+    data = _groups(per_class=350)  # large enough not to refit: the returned head is the chosen one
+    result = train(TrainConfig(device="cpu", **FAST), data)
+    train_part, held_out = _split_holdout(data, 0.1, np.random.default_rng(0))
+
+    with torch.no_grad():
+        index = result.head(torch.from_numpy(train_part.embeddings))
+        queries = result.head(torch.from_numpy(held_out.embeddings))
+    dists, _ = nearest_neighbors(queries, index, 10)
+
+    assert result.refit_history == [] and result.best_epoch == FAST["epochs"]
+    assert result.best_metric == knn_accuracy(queries, held_out.labels, index, train_part.labels, k=10)
+    assert result.history[-1].val_metric == result.best_metric
+    np.testing.assert_allclose(result.holdout_scores, dists.mean(axis=1), rtol=1e-6)
