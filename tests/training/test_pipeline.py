@@ -11,8 +11,9 @@ from django.core.management import CommandError, call_command
 
 from apps.common import background
 from apps.datasets.formats import ItemRecord
-from apps.datasets.models import Item
+from apps.datasets.models import Dataset, Item
 from apps.datasets.selectors import dataset_stats
+from apps.datasets.services import dataset_import
 from apps.discovery.services import classify
 from apps.training import services
 from apps.training.index import index_alias, index_items_upsert, vector_store
@@ -42,6 +43,18 @@ def test_retrain_encodes_once_trains_indexes_and_activates_then_rolls_back(
     # One loss per epoch: the epochs that chose the count on held-out items, then the refit on all of them.
     assert len(first.loss_history) == first.metrics["epochs_run"] + first.metrics["best_epoch"]
     assert first.progress == 1.0
+    # Where the run's time went, part by part (bench.pipeline reports it).
+    assert list(first.metrics["seconds"]) == [
+        "encode",
+        "train",
+        "save",
+        "embed",
+        "index",
+        "calibrate",
+        "anomaly",
+        "activate",
+    ]
+    assert all(seconds >= 0.0 for seconds in first.metrics["seconds"].values())
     assert (v1.is_active, v2.is_active) == (False, True)
     assert dataset_stats(dataset=dataset)["active_version"] == 2
     assert store.get_alias(index_alias(dataset)) == v2.collection and store.count(v2.collection) == 60
@@ -282,3 +295,32 @@ def test_a_run_left_queued_by_a_restarted_process_is_resumed_by_the_next_request
     assert (again.created, again.run.pk) == (False, orphan.pk)
     assert (orphan.status, orphan.error) == ("succeeded", "")
     assert list(ModelVersion.objects.values_list("number", "is_active")) == [(1, True)]
+
+
+def test_a_large_dataset_serves_the_head_of_the_chosen_epoch_without_a_refit(
+    data_dir: Path, shared_data: Path
+) -> None:
+    # given ODDS thyroid (3,772 vector items, more than the trainer refits by default), labelled
+    path = shared_data / "odds" / "thyroid.mat"
+    with path.open("rb") as fp:
+        dataset_import(slug="thyroid", fp=fp, source_name=str(path), fmt="odds")
+    dataset = Dataset.objects.get(slug="thyroid")
+    Item.objects.filter(dataset=dataset, metadata__outlier=1).update(label="outlier")
+    Item.objects.filter(dataset=dataset, metadata__outlier=0).update(label="inlier")
+    seen: list[tuple[str, float]] = []
+
+    # when it is retrained with the default head
+    finished = run_to_end(dataset, on_progress=lambda stage, _d, _t, p: seen.append((stage, p)), epochs=2)
+
+    # then it trained once, on all but the held-out tenth, and the held-out items calibrated "unknown"
+    metrics = finished.metrics
+    version = ModelVersion.objects.get(dataset=dataset, is_active=True)
+    assert (finished.status, finished.error) == ("succeeded", "")
+    assert (metrics["n_train"], metrics["n_val"], metrics["epochs_run"]) == (3395, 377, 2)
+    assert len(finished.loss_history) == metrics["epochs_run"]  # no refit epochs
+    assert version.metrics["classify"]["calibration"] == "holdout"
+    assert version.metrics["classify"]["calibrated_on"] == 377
+    # and without a refit phase, training filled its whole part of the progress bar before evaluating
+    train_progress = [p for stage, p in seen if stage == "train"]
+    progress = [p for _, p in seen]
+    assert progress == sorted(progress) and max(train_progress) == pytest.approx(0.8)
