@@ -77,3 +77,16 @@ def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
     else:
         path.write_text(content, encoding="utf-8")
     return path
+
+
+def celery_connections_reset() -> None:
+    """Forget the Celery app's broker connections and producers, as Celery itself does after a fork.
+
+    ``app.close()`` drops the connection pool but keeps the producer pool, whose producers still point at
+    the broker an earlier test used (or killed mid-publish, leaving a slot never given back)."""
+    from simapp.celery import app
+
+    app.close()
+    amqp = app.__dict__.get("amqp")  # a cached property: only there once something was sent
+    if amqp is not None:
+        amqp._producer_pool = None

@@ -23,6 +23,7 @@ from rest_framework.test import APIClient
 
 from apps.training.models import ModelVersion, TrainingRun
 from simapp.celery import app as celery_app
+from tests.conftest import celery_connections_reset
 from tests.discovery.conftest import state
 from tests.factories import DatasetFactory, ItemFactory
 from tests.faults.conftest import closed_port
@@ -48,7 +49,7 @@ def everything() -> dict[str, Any]:
 
 def use_broker(url: str) -> Any:
     """Settings and the Celery app both pointed at ``url`` (the app reads its broker once, at import)."""
-    celery_app.close()  # drop pooled connections to whatever broker an earlier test used
+    celery_connections_reset()  # no pooled producer of a broker an earlier test used
     previous = celery_app.conf.broker_url
     celery_app.conf.broker_url = url
     overridden = override_settings(CELERY_BROKER_URL=url)
@@ -60,7 +61,7 @@ def use_broker(url: str) -> Any:
 
         def __exit__(self, *exc: object) -> None:
             overridden.disable()
-            celery_app.close()
+            celery_connections_reset()
             celery_app.conf.broker_url = previous
 
     return _Using()

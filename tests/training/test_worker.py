@@ -26,7 +26,7 @@ from apps.training import services
 from apps.training.index import index_alias, vector_store, vector_store_close
 from apps.training.models import ModelVersion, TrainingRun
 from simapp.celery import app as celery_app
-from tests.conftest import REPO
+from tests.conftest import REPO, celery_connections_reset
 from tests.training.conftest import clinc_records, make_dataset
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -44,9 +44,11 @@ def broker() -> Iterator[str]:
     except redis.exceptions.ConnectionError as exc:
         pytest.skip(f"no Redis reachable at {BROKER} ({exc}); start one to run the real-worker test")
     client.flushdb()  # no leftover messages from an earlier run
+    celery_connections_reset()  # no pooled producer of a broker an earlier test used (or killed)
     previous = celery_app.conf.broker_url
     celery_app.conf.broker_url = BROKER
     yield BROKER
+    celery_connections_reset()
     celery_app.conf.broker_url = previous
     client.flushdb()
 
