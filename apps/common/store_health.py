@@ -25,7 +25,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from simapp.vectors import QdrantServerStore, VectorStoreError
+from simapp.vectors import VectorStoreError
 
 TTL_S = 10.0  # how long an answer is reused
 PROBE_TIMEOUT_S = 2  # seconds a Qdrant server has to answer the probe
@@ -66,6 +66,8 @@ def _probe() -> str | None:
 
     try:
         if settings.QDRANT_URL:
+            from simapp.vectors.server import QdrantServerStore
+
             with QdrantServerStore(
                 url=settings.QDRANT_URL, api_key=settings.QDRANT_API_KEY or None, timeout_s=PROBE_TIMEOUT_S
             ) as probe:

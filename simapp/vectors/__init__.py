@@ -1,10 +1,12 @@
 """Django-free vector-index layer: one small protocol (``VectorStore``), two backends, and the index
 lifecycle (build a version, check it, switch the alias, prune) on top.
 
-Depends on numpy, qdrant-client and qdrant-edge-py only. See ``types`` for what scores mean.
+Depends on numpy, qdrant-client (imported only when a server is used) and qdrant-edge-py only. See ``types`` for what scores mean.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from simapp.vectors.edge import EdgeStore
 from simapp.vectors.errors import (
@@ -28,7 +30,6 @@ from simapp.vectors.lifecycle import (
     verify_collection,
 )
 from simapp.vectors.protocol import DEFAULT_BATCH_SIZE, VectorStore
-from simapp.vectors.server import QdrantServerStore
 from simapp.vectors.types import (
     CollectionInfo,
     Distance,
@@ -42,6 +43,19 @@ from simapp.vectors.types import (
     RecommendStrategy,
     make_payload,
 )
+
+if TYPE_CHECKING:
+    from simapp.vectors.server import QdrantServerStore
+
+
+def __getattr__(name: str) -> object:
+    # qdrant-client takes about a second to import; only a server-backed process needs it.
+    if name == "QdrantServerStore":
+        from simapp.vectors.server import QdrantServerStore
+
+        return QdrantServerStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",

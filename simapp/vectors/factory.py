@@ -6,7 +6,6 @@ from pathlib import Path
 
 from simapp.vectors.edge import EdgeStore
 from simapp.vectors.protocol import VectorStore
-from simapp.vectors.server import QdrantServerStore
 from simapp.vectors.types import IndexParams
 
 
@@ -21,5 +20,7 @@ def open_store(
     server that is down surfaces as ``VectorStoreUnavailable`` on first use.
     """
     if url:
+        from simapp.vectors.server import QdrantServerStore  # qdrant-client: about 1 s to import
+
         return QdrantServerStore(url=url, api_key=api_key or None, index=index)
     return EdgeStore(Path(data_dir) / "qdrant", index=index)
