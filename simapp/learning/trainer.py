@@ -89,8 +89,8 @@ class TrainConfig:
     knn_k: int = 10
     seed: int = 0
     device: str | None = None  # None: SIMAPP_DEVICE or auto
-    # Mixed precision for the head: float16 on CUDA, bfloat16 on CPUs with native support (see
-    # device.amp_dtype). Losses and the anchor always compute in float32.
+    # Mixed precision for the head: bfloat16 on GPUs and CPUs that compute it natively, float16 on older
+    # GPUs (see device.amp_dtype). Losses and the anchor always compute in float32.
     amp: bool = True
     progress_every: int = 20  # call on_progress about this many times per epoch
 
