@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -34,6 +33,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench.host import machine
 
 REPO = Path(__file__).resolve().parent.parent
 # The demo must run on the embedded defaults, whatever this shell has configured.
@@ -54,24 +55,6 @@ class Start:
     seconds: float = 0.0
     marks: dict[str, float] = field(default_factory=dict)
     lines: list[tuple[float, str]] = field(default_factory=list)
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        mem_kib = next(
-            int(line.split()[1])
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal")
-        )
-        memory = f", {mem_kib / 1024 / 1024:.0f} GiB"
-    except (OSError, StopIteration, ValueError):
-        memory = ""
-    return f"{os.cpu_count()} cores ({cpu}){memory}, Python {platform.python_version()}"
 
 
 class LoadSampler(threading.Thread):

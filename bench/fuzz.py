@@ -30,7 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.indexing import machine
+from bench.database import throwaway_database
+from bench.host import machine
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SIMAPP_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -44,19 +45,7 @@ def django_setup(data_dir: Path, database_url: str | None) -> Callable[[], None]
         os.environ["DATABASE_URL"] = database_url
     os.environ["SIMAPP_DATA_DIR"] = str(data_dir)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "simapp.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-    from django.db import connection
-
-    if not database_url:
-        call_command("migrate", verbosity=0)  # the SQLite file in data_dir: removed with it
-        return lambda: None
-    # Never the database the URL names (it may hold real data): Django's test database beside it.
-    name = connection.settings_dict["NAME"]
-    connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
-    return lambda: connection.creation.destroy_test_db(name, verbosity=0)
+    return throwaway_database()[1]  # without a URL, the SQLite file in data_dir: removed with it
 
 
 def main() -> None:

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.database import throwaway_database
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SIMAPP_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -48,22 +50,11 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "simapp.settings")
     if not os.environ.get("DATABASE_URL"):
         os.environ["SIMAPP_DATA_DIR"] = str(scratch)
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    backend, drop_database = throwaway_database()
     from django.db import connection
 
     from apps.datasets.formats import ColumnNames
     from apps.datasets.services import dataset_import
-
-    backend = connection.vendor
-    if backend == "postgresql":
-        # A throw-away database, like the test runner's, so the bench never touches real data.
-        test_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
-    else:
-        call_command("migrate", verbosity=0)
-        test_name = str(connection.settings_dict["NAME"])
 
     def run(case: dict[str, Any], slug: str) -> tuple[float, Any]:
         start = time.perf_counter()
@@ -97,7 +88,7 @@ def main() -> None:
         # The whole command as a user runs it: a new process, Django start-up, import, exit.
         env = dict(os.environ)
         if backend == "postgresql":
-            env["DATABASE_URL"] = _with_database(os.environ["DATABASE_URL"], test_name)
+            env["DATABASE_URL"] = _with_database(os.environ["DATABASE_URL"], connection.settings_dict["NAME"])
         connection.close()
         case = CASES[0]
         start = time.perf_counter()
@@ -122,8 +113,7 @@ def main() -> None:
         figures["clinc150_train_command_seconds"] = round(time.perf_counter() - start, 3)
         figures["clinc150_train_command_output"] = done.stdout.strip()
     finally:
-        if backend == "postgresql":
-            connection.creation.destroy_test_db(test_name, verbosity=0)
+        drop_database()
 
     if not args.json:
         print(f"database: {backend}")

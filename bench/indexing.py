@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bench.host import machine
 from simapp.vectors import EdgeStore, Filter, IndexParams, Point, Progress, build_and_activate, make_payload
 
 TARGET_POINTS_PER_S = 3_000
@@ -82,19 +82,6 @@ def recall_at_10(found: list[list[int]], truth: NDArray[np.int64]) -> float:
 
 def percentile_ms(seconds: list[float], q: float) -> float:
     return round(float(np.percentile(seconds, q)) * 1e3, 3)
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB, Python {platform.python_version()}"
 
 
 def timed_nearest(

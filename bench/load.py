@@ -31,7 +31,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.database import throwaway_database
+from bench.host import free_port, healthz_wait
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SIMAPP_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -164,18 +166,6 @@ def database_url(settings_dict: dict[str, Any]) -> str:
 # -- the server -----------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A port of ``PORTS`` that nothing listens on now."""
-    for port in PORTS:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
-
-
 @dataclass
 class Server:
     port: int
@@ -205,7 +195,7 @@ def serve(
         "DJANGO_SECURE_SSL_REDIRECT": "0",  # plain HTTP on loopback (production sits behind TLS)
         "SIMAPP_LOG_LEVEL": "WARNING",
     }
-    port = free_port()
+    port = free_port(PORTS)
     log = data_dir / f"gunicorn-{port}.log"
     command = [
         sys.executable, "-m", "gunicorn", "simapp.wsgi:application", "--bind", f"127.0.0.1:{port}",
@@ -228,18 +218,10 @@ def serve(
 
 
 def wait_ready(server: Server, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {server.process.returncode}:\n{server.log_tail()}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
+    if healthz_wait(server.port, server.process, timeout):
+        return
+    if server.process.poll() is not None:
+        raise RuntimeError(f"gunicorn exited with {server.process.returncode}:\n{server.log_tail()}")
     raise RuntimeError(f"gunicorn did not answer /healthz within {timeout} s:\n{server.log_tail()}")
 
 
@@ -398,19 +380,9 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="simapp-bench-load-"))
     os.environ["SIMAPP_DATA_DIR"] = str(scratch)  # the SQLite file, when there is no DATABASE_URL
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "simapp.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    backend, drop_database = throwaway_database()
     from django.db import connection, connections
 
-    backend = connection.vendor
-    if backend == "postgresql":
-        # A throw-away database, like the test runner's, so the bench never touches real data.
-        db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
-    else:
-        call_command("migrate", verbosity=0)
-        db_name = str(connection.settings_dict["NAME"])
     try:
         setup_began = time.perf_counter()
         plan = prepare(labellers=args.labellers, labels=args.labels, seed=args.seed)
@@ -434,8 +406,7 @@ def main() -> None:
         found = stored(plan)
     finally:
         connections.close_all()
-        if backend == "postgresql":
-            connection.creation.destroy_test_db(db_name, verbosity=0)
+        drop_database()
         shutil.rmtree(scratch, ignore_errors=True)
 
     figures: dict[str, Any] = {

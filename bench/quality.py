@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.indexing import machine
+from bench.host import machine
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SIMAPP_SHARED_DATA", REPO.parent / "shared" / "data"))

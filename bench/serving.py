@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.host import healthz_wait
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SIMAPP_SHARED_DATA", REPO.parent / "shared" / "data"))
 CLINC = SHARED / "clinc150" / "data_full_train_val.json"
@@ -155,18 +157,10 @@ class Client:
 
 
 def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"gunicorn exited with {process.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
+    if healthz_wait(port, process, timeout):
+        return
+    if process.poll() is not None:
+        raise SystemExit(f"gunicorn exited with {process.returncode}")
     raise SystemExit("gunicorn did not answer /healthz in time")
 
 

@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from playwright.sync_api import Page, sync_playwright
 
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run as a script (python docs/screenshots.py): bench is found from the root
+from bench.chromium import chromium_launch  # noqa: E402
+
 OUT = Path(__file__).resolve().parent / "screenshots"
-CHROMIUM = os.environ.get("SIMAPP_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def settle(page: Page) -> None:
@@ -75,7 +71,7 @@ def main() -> None:
         ("api-docs", "/api/docs/", None),
     ]
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = chromium_launch(playwright)
         context = browser.new_context(viewport={"width": 1280, "height": 860})
         context.set_default_timeout(30_000)
         page = context.new_page()

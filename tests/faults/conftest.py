@@ -12,6 +12,7 @@ import pytest
 from django.test import override_settings
 
 from apps.training import index
+from bench.host import free_port
 
 PORTS = range(8100, 8200)  # the loopback ports these tests may use
 
@@ -24,14 +25,7 @@ def fast_password_hashing(settings: Any) -> None:
 
 def closed_port() -> int:
     """A loopback port of ``PORTS`` that nothing listens on: connecting is refused at once."""
-    for port in PORTS:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
+    return free_port(PORTS)
 
 
 class HungServer:
