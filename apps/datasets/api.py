@@ -315,6 +315,18 @@ class ItemDetailApi(DatasetMixin, generics.RetrieveDestroyAPIView):
         services.items_delete(dataset=instance.dataset, item_ids=[instance.pk])
 
 
+def _upload_input(request: Request, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
+    """The validated input of an upload request whose serializer has a ``file``; 400 when the request or
+    the file is over the upload limit (the request refused from its Content-Length, before it is read)."""
+    check_request_size(request)
+    data = serializer_class(data=request.data)
+    data.is_valid(raise_exception=True)
+    reason = upload_too_large(data.validated_data["file"].size)
+    if reason:
+        raise ValidationError({"file": [reason]})
+    return data.validated_data
+
+
 class DatasetImportInputSerializer(serializers.Serializer):
     file = serializers.FileField()
     format = serializers.ChoiceField(choices=FORMATS)
@@ -335,14 +347,8 @@ class DatasetImportApi(DatasetMixin, APIView):
     @extend_schema(request=DatasetImportInputSerializer, responses={201: ImportResultSerializer})
     def post(self, request: Request, slug: str) -> Response:
         dataset = self.get_dataset()
-        check_request_size(request)
-        data = DatasetImportInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        upload = data.validated_data["file"]
-        reason = upload_too_large(upload.size)
-        if reason:
-            raise ValidationError({"file": [reason]})
-        values = data.validated_data
+        values = _upload_input(request, DatasetImportInputSerializer)
+        upload = values["file"]
         with upload.open("rb") as fp:
             result = services.dataset_import(
                 slug=dataset.slug,
@@ -481,16 +487,11 @@ class DatasetArchiveImportApi(APIView):
     def post(self, request: Request) -> Response:
         from apps.training.restore import enqueue_index_restore
 
-        check_request_size(request)
-        data = DatasetArchiveImportInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        upload = data.validated_data["file"]
-        reason = upload_too_large(upload.size)
-        if reason:
-            raise ValidationError({"file": [reason]})
+        values = _upload_input(request, DatasetArchiveImportInputSerializer)
+        upload = values["file"]
         with upload.open("rb") as fp:
             result = archive.dataset_archive_import(
-                fp=fp, source_name=upload.name, slug=data.validated_data["slug"] or None
+                fp=fp, source_name=upload.name, slug=values["slug"] or None
             )
         if result.active_version is None:
             index = "none: the dataset has no active model version"

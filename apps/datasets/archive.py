@@ -252,22 +252,22 @@ def _consistent_reads() -> Iterator[None]:
         yield
 
 
-def _moment(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+def _columns(table: str, *references: str) -> list[str]:
+    """The fields of ``table`` that hold a model column of the same name as it is: all but ``references``."""
+    return [name for name in FIELDS[table] if name not in references]
+
+
+def _archive_row(table: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A row of ``table``: its ``FIELDS`` from ``values``, in that order, timestamps as ISO 8601 text."""
+    row = {}
+    for name in FIELDS[table]:
+        value = values[name]
+        row[name] = value.isoformat() if isinstance(value, datetime) else value
+    return row
 
 
 def _dataset_row(dataset: Dataset) -> dict[str, Any]:
-    return {
-        "slug": dataset.slug,
-        "name": dataset.name,
-        "description": dataset.description,
-        "modality": dataset.modality,
-        "encoder": dataset.encoder,
-        "vector_dim": dataset.vector_dim,
-        "settings": dataset.settings,
-        "created_at": _moment(dataset.created_at),
-        "updated_at": _moment(dataset.updated_at),
-    }
+    return _archive_row("dataset", {name: getattr(dataset, name) for name in FIELDS["dataset"]})
 
 
 def _feedback_pair_ids(dataset: Dataset) -> set[int]:
@@ -315,24 +315,12 @@ class _ArchiveWriter:
 
     def table_items(self, dataset: Dataset) -> dict[int, str]:
         keys: dict[int, str] = {}
-        rows = (
-            Item.objects.filter(dataset=dataset)
-            .order_by("id")
-            .values_list("id", "key", "text", "vector", "label", "metadata", "created_at", "updated_at")
-        )
+        rows = Item.objects.filter(dataset=dataset).order_by("id").values("id", *FIELDS["items"])
 
         def items() -> Iterator[dict[str, Any]]:
-            for pk, key, text, vector, label, metadata, created, updated in rows.iterator(chunk_size=_BATCH):
-                keys[pk] = key
-                yield {
-                    "key": key,
-                    "text": text,
-                    "vector": vector,
-                    "label": label,
-                    "metadata": metadata,
-                    "created_at": _moment(created),
-                    "updated_at": _moment(updated),
-                }
+            for item in rows.iterator(chunk_size=_BATCH):
+                keys[item["id"]] = item["key"]
+                yield _archive_row("items", item)
 
         self.table("items", items())
         return keys
@@ -343,70 +331,38 @@ class _ArchiveWriter:
         rows = (
             Pair.objects.filter(dataset=dataset)
             .order_by("id")
-            .values_list(
+            .values(
                 "id",
                 "item_a_id",
                 "item_b_id",
-                "score",
                 "annotator__username",
-                "source",
-                "created_at",
-                "updated_at",
+                *_columns("pairs", "id", "a", "b", "annotator"),
             )
         )
 
         def pairs() -> Iterator[dict[str, Any]]:
             ref = 0
-            for pk, a, b, score, annotator, source, created, updated in rows.iterator(chunk_size=_BATCH):
+            for pair in rows.iterator(chunk_size=_BATCH):
+                a, b, annotator = pair["item_a_id"], pair["item_b_id"], pair["annotator__username"]
                 if a not in item_keys or b not in item_keys:
                     continue  # items that arrived after the items were written
                 ref += 1
-                if pk in wanted:
-                    refs[pk] = ref
+                if pair["id"] in wanted:
+                    refs[pair["id"]] = ref
                 if annotator is not None:
                     self.usernames.add(annotator)
-                yield {
-                    "id": ref,
-                    "a": item_keys[a],
-                    "b": item_keys[b],
-                    "score": score,
-                    "annotator": annotator,
-                    "source": source,
-                    "created_at": _moment(created),
-                    "updated_at": _moment(updated),
-                }
+                references = {"id": ref, "a": item_keys[a], "b": item_keys[b], "annotator": annotator}
+                yield _archive_row("pairs", pair | references)
 
         self.table("pairs", pairs())
         return refs
 
     def table_runs(self, dataset: Dataset) -> dict[int, int]:
         refs: dict[int, int] = {}
-        fields = [
-            "config",
-            "status",
-            "stage",
-            "progress",
-            "stage_done",
-            "stage_total",
-            "loss_history",
-            "metrics",
-            "device",
-            "worker",
-            "error",
-            "cancel_requested",
-        ]
         rows = (
             TrainingRun.objects.filter(dataset=dataset)
             .order_by("id")
-            .values(
-                "id",
-                *fields,
-                "requested_by__username",
-                "created_at",
-                "started_at",
-                "heartbeat_at",
-                "finished_at",
-            )
+            .values("id", "requested_by__username", *_columns("training_runs", "id", "requested_by"))
         )
 
         def runs() -> Iterator[dict[str, Any]]:
@@ -415,15 +371,7 @@ class _ArchiveWriter:
                 requested_by = run["requested_by__username"]
                 if requested_by is not None:
                     self.usernames.add(requested_by)
-                yield {
-                    "id": ref,
-                    **{name: run[name] for name in fields},
-                    "requested_by": requested_by,
-                    **{
-                        name: _moment(run[name])
-                        for name in ("created_at", "started_at", "heartbeat_at", "finished_at")
-                    },
-                }
+                yield _archive_row("training_runs", run | {"id": ref, "requested_by": requested_by})
 
         self.table("training_runs", runs())
         return refs
@@ -434,34 +382,16 @@ class _ArchiveWriter:
         rows = (
             ModelVersion.objects.filter(dataset=dataset)
             .order_by("number")
-            .values_list(
-                "id",
-                "number",
-                "run_id",
-                "artifact_path",
-                "collection",
-                "metrics",
-                "is_active",
-                "created_at",
-                "activated_at",
-            )
+            .values("id", "run_id", *_columns("model_versions", "run"))
         )
 
         def model_versions() -> Iterator[dict[str, Any]]:
-            for pk, number, run_id, path, collection, metrics, is_active, created, activated in rows:
+            for version in rows:
+                run_id = version["run_id"]
                 if run_id not in run_refs:
                     continue  # a run that started after the runs were written
-                versions[pk] = (number, path)
-                yield {
-                    "number": number,
-                    "run": run_refs[run_id],
-                    "artifact_path": path,
-                    "collection": collection,
-                    "metrics": metrics,
-                    "is_active": is_active,
-                    "created_at": _moment(created),
-                    "activated_at": _moment(activated),
-                }
+                versions[version["id"]] = (version["number"], version["artifact_path"])
+                yield _archive_row("model_versions", version | {"run": run_refs[run_id]})
 
         self.table("model_versions", model_versions())
         return versions
@@ -470,23 +400,27 @@ class _ArchiveWriter:
         rows = (
             AnomalyFeedback.objects.filter(item__dataset=dataset)
             .order_by("id")
-            .values_list("item_id", "user__username", "verdict", "pair_ids", "created_at", "updated_at")
+            .values(
+                "item_id",
+                "user__username",
+                "pair_ids",
+                *_columns("anomaly_feedback", "item", "user", "pairs"),
+            )
         )
 
         def feedback() -> Iterator[dict[str, Any]]:
-            for item_id, username, verdict, pair_ids, created, updated in rows.iterator(chunk_size=_BATCH):
+            for verdict in rows.iterator(chunk_size=_BATCH):
+                item_id, username = verdict["item_id"], verdict["user__username"]
                 if item_id not in item_keys:
                     continue
                 self.usernames.add(username)
-                yield {
+                references = {
                     "item": item_keys[item_id],
                     "user": username,
-                    "verdict": verdict,
                     # Pairs deleted since (a relabel, a deleted item) are gone: only existing ones are kept.
-                    "pairs": [pair_refs[i] for i in pair_ids or [] if i in pair_refs],
-                    "created_at": _moment(created),
-                    "updated_at": _moment(updated),
+                    "pairs": [pair_refs[i] for i in verdict["pair_ids"] or [] if i in pair_refs],
                 }
+                yield _archive_row("anomaly_feedback", verdict | references)
 
         self.table("anomaly_feedback", feedback())
 

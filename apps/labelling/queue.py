@@ -309,6 +309,18 @@ def _uncertain(context: _Context) -> tuple[Key, str] | None:
     return fresh[0], "the model is unsure about this pair"
 
 
+@dataclass(frozen=True)
+class _Hard:
+    """What both sides of ``hard`` search from: the active index and the labelled anchor items in it."""
+
+    store: Any
+    alias: str
+    distance: str
+    anchors: list[int]  # item ids
+    labels: dict[int, str]  # item id -> label, the anchors' among them
+    vectors: dict[int, np.ndarray]  # item id -> (D,) vector in the index
+
+
 def _hard(context: _Context) -> tuple[Key, str] | None:
     store, alias, distance = _model(context)
     if not Item.objects.filter(dataset=context.dataset).exclude(label="").exists():
@@ -327,28 +339,21 @@ def _hard(context: _Context) -> tuple[Key, str] | None:
     anchors = [i for i in labels if i in vectors][:ANCHORS]
     if not anchors:
         return None
+    hard = _Hard(store=store, alias=alias, distance=distance, anchors=anchors, labels=labels, vectors=vectors)
     sides = [_near_different, _far_same]
     context.rng.shuffle(sides)
     for side in sides:
-        found = side(context, store, alias, distance, anchors, labels, vectors)
+        found = side(context, hard)
         if found is not None:
             return found
     return None
 
 
-def _near_different(
-    context: _Context,
-    store: Any,
-    alias: str,
-    distance: str,
-    anchors: list[int],
-    labels: dict[int, str],
-    vectors: dict[int, np.ndarray],
-) -> tuple[Key, str] | None:
+def _near_different(context: _Context, hard: _Hard) -> tuple[Key, str] | None:
     try:
-        hits = store.nearest_batch(
-            alias,
-            np.stack([vectors[i] for i in anchors]),
+        hits = hard.store.nearest_batch(
+            hard.alias,
+            np.stack([hard.vectors[i] for i in hard.anchors]),
             limit=HARD_NEIGHBOURS,
             filter=Filter(labelled=True),
         )
@@ -358,29 +363,21 @@ def _near_different(
     found_ids = {h.id for found in hits for h in found}
     current = dict(Item.objects.filter(pk__in=found_ids).exclude(label="").values_list("id", "label"))
     scored: list[tuple[float, Key]] = []
-    for anchor, found in zip(anchors, hits, strict=True):
+    for anchor, found in zip(hard.anchors, hits, strict=True):
         for hit in found:
             other = current.get(hit.id)
-            if hit.id != anchor and other is not None and other != labels[anchor]:
-                nearness = hit.score if distance == "cosine" else -hit.score
+            if hit.id != anchor and other is not None and other != hard.labels[anchor]:
+                nearness = hit.score if hard.distance == "cosine" else -hit.score
                 scored.append((nearness, _key(anchor, hit.id)))
     scored.sort(key=lambda s: -s[0])
     fresh = context.fresh(k for _, k in scored)
     return (fresh[0], "near neighbours with different labels") if fresh else None
 
 
-def _far_same(
-    context: _Context,
-    store: Any,
-    alias: str,
-    distance: str,
-    anchors: list[int],
-    labels: dict[int, str],
-    vectors: dict[int, np.ndarray],
-) -> tuple[Key, str] | None:
+def _far_same(context: _Context, hard: _Hard) -> tuple[Key, str] | None:
     scored: list[tuple[float, Key]] = []
-    for anchor in anchors[: ANCHORS // 2]:
-        same = Item.objects.filter(dataset=context.dataset, label=labels[anchor]).exclude(pk=anchor)
+    for anchor in hard.anchors[: ANCHORS // 2]:
+        same = Item.objects.filter(dataset=context.dataset, label=hard.labels[anchor]).exclude(pk=anchor)
         start = context.rng.randint(*context.bounds) if context.bounds else 0
         ids = list(same.filter(id__gte=start).order_by("id").values_list("id", flat=True)[:SAME_LABEL])
         if len(ids) < SAME_LABEL:
@@ -388,15 +385,15 @@ def _far_same(
                 same.filter(id__lt=start).order_by("id").values_list("id", flat=True)[: SAME_LABEL - len(ids)]
             )
         try:
-            others = store.get_vectors(alias, ids)
+            others = hard.store.get_vectors(hard.alias, ids)
         except VectorStoreError as exc:
             raise _Fallback(f"The vector index cannot be read ({exc}).") from exc
         if not others:
             continue
         other_ids = list(others)
         near = _closeness(
-            distance,
-            np.repeat(vectors[anchor][None, :], len(other_ids), axis=0),
+            hard.distance,
+            np.repeat(hard.vectors[anchor][None, :], len(other_ids), axis=0),
             np.stack(list(others.values())),
         )
         scored += [(float(v), _key(anchor, o)) for v, o in zip(near, other_ids, strict=True)]

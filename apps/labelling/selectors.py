@@ -9,7 +9,7 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet
 
 from apps.datasets.models import Dataset
-from apps.labelling.agreement import krippendorff_alpha_interval, mean_pairwise_kappa
+from apps.labelling.agreement import Alpha, MeanKappa, krippendorff_alpha_interval, mean_pairwise_kappa
 from apps.labelling.models import Pair
 from apps.labelling.options import LabellingOptions
 
@@ -84,22 +84,17 @@ def agreement(dataset: Dataset, *, label_mode: str | None = None) -> Agreement |
     for a, b, annotator, score in rows:
         units[(a, b)][annotator] = score
     overlapping = [unit for unit in units.values() if len(unit) >= 2]
+    found: Alpha | MeanKappa | None
     if mode == "graded":
-        alpha = krippendorff_alpha_interval(overlapping)
-        if alpha is None:
-            return None
-        return Agreement(
-            statistic="krippendorff_alpha",
-            value=alpha.value,
-            pairs=alpha.units,
-            annotators=len({a for unit in overlapping for a in unit}),
-        )
-    kappa = mean_pairwise_kappa([{a: s >= 0.5 for a, s in unit.items()} for unit in overlapping])
-    if kappa is None:
+        statistic, found = "krippendorff_alpha", krippendorff_alpha_interval(overlapping)
+    else:
+        binary = [{a: s >= 0.5 for a, s in unit.items()} for unit in overlapping]
+        statistic, found = "cohen_kappa", mean_pairwise_kappa(binary)
+    if found is None:
         return None
     return Agreement(
-        statistic="cohen_kappa",
-        value=kappa.value,
-        pairs=kappa.units,
+        statistic=statistic,
+        value=found.value,
+        pairs=found.units,
         annotators=len({a for unit in overlapping for a in unit}),
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
+from django.forms import Form
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils.cache import patch_vary_headers
@@ -162,6 +163,18 @@ def _strategy_of(raw: Any) -> str:
     return raw if raw in STRATEGIES else "random"
 
 
+def _posted(
+    request: HttpRequest, slug: str, form: Form
+) -> tuple[Dataset, LabellingOptions, str, HttpResponse | None]:
+    """The dataset, its options and the strategy of a post about the pair on screen, and the 400 answer
+    (``_refuse``) when ``form`` is not valid."""
+    dataset = _dataset(slug)
+    options = LabellingOptions.of(dataset)
+    strategy = _strategy_of(request.POST.get("strategy"))
+    refused = None if form.is_valid() else _refuse(request, dataset, options, strategy, form_problem(form))
+    return dataset, options, strategy, refused
+
+
 @require_GET
 @login_required
 @needs_index
@@ -190,12 +203,10 @@ def labelling_page(request: HttpRequest, slug: str) -> HttpResponse:
 @needs_index
 def labelling_answer(request: HttpRequest, slug: str) -> HttpResponse:
     """Store the answer to the pair on screen (source manual, annotator = the user); show the next pair."""
-    dataset = _dataset(slug)
-    options = LabellingOptions.of(dataset)
     form = AnswerForm(request.POST)
-    strategy = _strategy_of(request.POST.get("strategy"))
-    if not form.is_valid():
-        return _refuse(request, dataset, options, strategy, form_problem(form))
+    dataset, options, strategy, refused = _posted(request, slug, form)
+    if refused is not None:
+        return refused
     data = form.cleaned_data
     try:
         score = options.score_of(data["answer"])
@@ -221,12 +232,10 @@ def labelling_answer(request: HttpRequest, slug: str) -> HttpResponse:
 @needs_index
 def labelling_skip(request: HttpRequest, slug: str) -> HttpResponse:
     """Pass on the pair on screen without labelling it; it is not offered again right away."""
-    dataset = _dataset(slug)
-    options = LabellingOptions.of(dataset)
     form = PairForm(request.POST)
-    strategy = _strategy_of(request.POST.get("strategy"))
-    if not form.is_valid():
-        return _refuse(request, dataset, options, strategy, form_problem(form))
+    dataset, options, strategy, refused = _posted(request, slug, form)
+    if refused is not None:
+        return refused
     a, b = sorted((form.cleaned_data["a"], form.cleaned_data["b"]))
     if Item.objects.filter(dataset=dataset, pk__in=(a, b)).count() != 2:
         return _refuse(
@@ -245,34 +254,27 @@ def labelling_skip(request: HttpRequest, slug: str) -> HttpResponse:
 @needs_index
 def labelling_undo(request: HttpRequest, slug: str) -> HttpResponse:
     """Take back the user's last answer on this page and show that pair again."""
-    dataset = _dataset(slug)
-    options = LabellingOptions.of(dataset)
     form = PairForm(request.POST, pair_required=False)
-    strategy = _strategy_of(request.POST.get("strategy"))
-    if not form.is_valid():
-        return _refuse(request, dataset, options, strategy, form_problem(form))
+    dataset, options, strategy, refused = _posted(request, slug, form)
+    if refused is not None:
+        return refused
     answers = request.session.get(_session_key(dataset, "answers"), [])
-    if not answers:
-        current = _shown_again(dataset, form.cleaned_data["a"], form.cleaned_data["b"], strategy, "")
-        return _respond(
-            request,
-            dataset,
-            options,
-            strategy=strategy,
-            shown=current or _next(request, dataset, options, strategy),
-            status_text="Nothing to undo.",
+    if answers:
+        pair_id, a, b, previous = answers.pop()
+        request.session[_session_key(dataset, "answers")] = answers
+        services.pair_label_undo(
+            dataset=dataset, pair_id=pair_id, annotator=request.user, previous_score=previous
         )
-    pair_id, a, b, previous = answers.pop()
-    request.session[_session_key(dataset, "answers")] = answers
-    services.pair_label_undo(
-        dataset=dataset, pair_id=pair_id, annotator=request.user, previous_score=previous
-    )
-    shown = _shown_again(dataset, a, b, strategy, "your last answer, taken back")
+        shown = _shown_again(dataset, a, b, strategy, "your last answer, taken back")
+        said = "Undone: your last answer was taken back."
+    else:
+        shown = _shown_again(dataset, form.cleaned_data["a"], form.cleaned_data["b"], strategy, "")
+        said = "Nothing to undo."
     return _respond(
         request,
         dataset,
         options,
         strategy=strategy,
         shown=shown or _next(request, dataset, options, strategy),
-        status_text="Undone: your last answer was taken back.",
+        status_text=said,
     )
