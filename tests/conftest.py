@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -33,18 +34,28 @@ def labeller(db: Any) -> Any:
     return UserFactory(username="labeller")
 
 
+def session_client(user: Any) -> Client:
+    """A new test client with a session of ``user``, as the pages and the admin are used."""
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def token_client(user: Any) -> APIClient:
+    """A new API client that sends ``user``'s API token (made when they have none), as the API is used."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+    return client
+
+
 @pytest.fixture
 def staff_api(staff_user: Any) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=staff_user).key}")
-    return client
+    return token_client(staff_user)
 
 
 @pytest.fixture
 def labeller_api(labeller: Any) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=labeller).key}")
-    return client
+    return token_client(labeller)
 
 
 @pytest.fixture

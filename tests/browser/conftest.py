@@ -15,19 +15,20 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from bench.chromium import CHROMIUM, chromium_launch
 from tests.factories import UserFactory
+from tests.training.conftest import data_dir  # noqa: F401 (a fixture, for the tests that train)
 
-CHROMIUM = os.environ.get("SIMAPP_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 PASSWORD = "correct horse battery staple"  # tests.factories.UserFactory's
+# The marks of a module whose tests train a model: slow, on committed rows (the live server reads them in
+# its own thread), each test in a fresh data directory.
+TRAINING_MARKS = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("data_dir"),
+]
 
 # Playwright's sync API keeps an event loop in this thread; the test's own database calls are still
 # synchronous code, which Django would otherwise refuse while a loop exists.
@@ -38,7 +39,7 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 def browser() -> Iterator[Browser]:
     assert Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM}: apt-get install -y chromium"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = chromium_launch(playwright)
         yield browser
         browser.close()
 

@@ -13,25 +13,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pytest
 from playwright.sync_api import Page, expect
 
 from apps.datasets.models import Dataset
 from apps.discovery.models import AnomalyFeedback
-from tests.browser.conftest import login, shot
+from tests.browser.conftest import TRAINING_MARKS, login, shot
 from tests.discovery.conftest import clinc_slice
-from tests.training.conftest import (
-    data_dir,  # noqa: F401
-    make_dataset,
-    run_to_end,
-)
+from tests.training.conftest import make_dataset, run_to_end
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("data_dir"),
-]
+pytestmark = TRAINING_MARKS
 
 
 def trained(shared_data: Path) -> Dataset:

@@ -14,24 +14,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 from playwright.sync_api import Dialog, Page, expect
 
 from apps.datasets.models import Dataset, Item
-from tests.browser.conftest import login, shot
-from tests.training.conftest import (
-    clinc_records,
-    data_dir,  # noqa: F401
-    make_dataset,
-    run_to_end,
-)
+from tests.browser.conftest import TRAINING_MARKS, login, shot
+from tests.training.conftest import clinc_records, make_dataset, run_to_end
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("data_dir"),
-]
+pytestmark = TRAINING_MARKS
 
 SCRIPT = "<script>window.__xss='text';alert('text')</script>"
 IMG = "<img src=x onerror=\"window.__xss='img';alert('img')\">"

@@ -15,7 +15,7 @@ from playwright.sync_api import Page, expect
 from apps.datasets.formats import ItemRecord
 from apps.training.models import ModelVersion, TrainingRun
 from tests.browser.conftest import login, shot
-from tests.training.conftest import clinc_records, data_dir, make_dataset  # noqa: F401
+from tests.training.conftest import clinc_records, make_dataset
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -40,7 +40,7 @@ def run_status(page: Page) -> Any:
 def test_staff_retrain_watch_progress_live_then_roll_back(
     page: Page,
     staff: Any,
-    data_dir: Path,  # noqa: F811
+    data_dir: Path,
     shared_data: Path,
 ) -> None:
     make_dataset("clinc", clinc_records(shared_data, intents=5, per_intent=12))
@@ -60,6 +60,8 @@ def test_staff_retrain_watch_progress_live_then_roll_back(
     expect(page.locator("#run-progress")).to_be_visible()
     shot(page, "training-running")
     expect(run_status(page)).to_have_text("Succeeded", timeout=120_000)
+    # htmx records a swap at its settle, a moment after the new badge shows: wait for that record.
+    page.wait_for_function("window.__seen.at(-1).startsWith('succeeded')", timeout=5_000)
 
     seen = page.evaluate("window.__seen")
     assert page.evaluate("window.__sameDocument") is True  # the page changed by polling, not by reloads

@@ -463,6 +463,21 @@ def test_an_existing_slug_is_refused_and_nothing_changes(
     assert state(data_dir) == before
 
 
+def changed(member: str, edit: Callable[[bytes], bytes] | None) -> Callable[[Path, Path], Path]:
+    """Copies an archive with ``member`` changed by ``edit`` (None: dropped)."""
+    return lambda source, target: rewrite(source, target, change={member: edit})
+
+
+def row_set(member: str, line: int, **values: Any) -> Callable[[Path, Path], Path]:
+    """Copies an archive with ``values`` set in row ``line`` (from 1) of the JSON Lines ``member``."""
+    return changed(member, edit_line(line, lambda row: row.update(values)))
+
+
+def added(member: str, content: bytes) -> Callable[[Path, Path], Path]:
+    """Copies an archive with ``member`` added."""
+    return lambda source, target: rewrite(source, target, add={member: content})
+
+
 def truncated(path: Path, target: Path) -> Path:
     target.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     return target
@@ -484,101 +499,76 @@ def crc_damaged(path: Path, target: Path) -> Path:
 DAMAGED: dict[str, tuple[Callable[[Path, Path], Path], str]] = {
     "truncated": (truncated, r"is not a simapp dataset archive: not a zip file, or a truncated one \(.*\)"),
     "a newer format": (
-        lambda p, t: rewrite(p, t, change={"manifest.json": edit_manifest(lambda m: m.update(version=2))}),
+        changed("manifest.json", edit_manifest(lambda m: m.update(version=2))),
         r"manifest.json, field 'version': is version 2 of the archive format, which this simapp cannot read "
         r"\(it reads version 1\); a newer simapp wrote it",
     ),
     "not an archive": (
-        lambda p, t: rewrite(
-            p, t, change={"manifest.json": edit_manifest(lambda m: m.update(format="other"))}
-        ),
+        changed("manifest.json", edit_manifest(lambda m: m.update(format="other"))),
         r"manifest.json, field 'format': is 'other', not 'simapp-dataset-archive'",
     ),
-    "no manifest": (
-        lambda p, t: rewrite(p, t, change={"manifest.json": None}),
-        r"has no manifest.json: not a simapp dataset archive",
-    ),
-    "a missing table": (
-        lambda p, t: rewrite(p, t, change={"users.jsonl": None}),
-        r"has no users.jsonl: a damaged archive",
-    ),
-    "a bad item": (
-        lambda p, t: rewrite(p, t, change={"items.jsonl": edit_line(3, lambda r: r.update(key=7))}),
-        r"items.jsonl, line 3, field 'key': must be a string",
-    ),
+    "no manifest": (changed("manifest.json", None), r"has no manifest.json: not a simapp dataset archive"),
+    "a missing table": (changed("users.jsonl", None), r"has no users.jsonl: a damaged archive"),
+    "a bad item": (row_set("items.jsonl", 3, key=7), r"items.jsonl, line 3, field 'key': must be a string"),
     "a duplicate key": (
-        lambda p, t: rewrite(
-            p, t, change={"items.jsonl": edit_line(3, lambda r: r.update(key="odd-ünïcödé"))}
-        ),
+        row_set("items.jsonl", 3, key="odd-ünïcödé"),
         r"items.jsonl, line 33, field 'key': duplicate key 'odd-ünïcödé' \(first at line 3\)",
     ),
     "an unknown key in a pair": (
-        lambda p, t: rewrite(p, t, change={"pairs.jsonl": edit_line(2, lambda r: r.update(b="nope"))}),
+        row_set("pairs.jsonl", 2, b="nope"),
         r"pairs.jsonl, line 2, field 'b': no item with key 'nope' in items.jsonl",
     ),
     "a score out of range": (
-        lambda p, t: rewrite(p, t, change={"pairs.jsonl": edit_line(4, lambda r: r.update(score=1.5))}),
+        row_set("pairs.jsonl", 4, score=1.5),
         r"pairs.jsonl, line 4, field 'score': must be in \[0.0, 1.0\], not 1.5",
     ),
     "an unknown user": (
-        lambda p, t: rewrite(
-            p, t, change={"pairs.jsonl": edit_line(3, lambda r: r.update(annotator="mallory"))}
-        ),
+        row_set("pairs.jsonl", 3, annotator="mallory"),
         r"pairs.jsonl, line 3, field 'annotator': user 'mallory' is not in users.jsonl",
     ),
     "an unknown field": (
-        lambda p, t: rewrite(p, t, change={"training_runs.jsonl": edit_line(2, lambda r: r.update(gpu=1))}),
+        row_set("training_runs.jsonl", 2, gpu=1),
         r"training_runs.jsonl, line 2, field 'gpu': unknown field; this archive format has id, config, .*",
     ),
     "a bad timestamp": (
-        lambda p, t: rewrite(
-            p, t, change={"model_versions.jsonl": edit_line(1, lambda r: r.update(created_at="2024-01-01"))}
-        ),
+        row_set("model_versions.jsonl", 1, created_at="2024-01-01"),
         r"model_versions.jsonl, line 1, field 'created_at': '2024-01-01' has no UTC offset",
     ),
     "two active versions": (
-        lambda p, t: rewrite(
-            p, t, change={"model_versions.jsonl": edit_line(1, lambda r: r.update(is_active=True))}
-        ),
+        row_set("model_versions.jsonl", 1, is_active=True),
         r"model_versions.jsonl, line 2, field 'is_active': a second active version \(the first at line 1\)",
     ),
     "feedback on a missing pair": (
-        lambda p, t: rewrite(
-            p, t, change={"anomaly_feedback.jsonl": edit_line(2, lambda r: r.update(pairs=[99]))}
-        ),
+        row_set("anomaly_feedback.jsonl", 2, pairs=[99]),
         r"anomaly_feedback.jsonl, line 2, field 'pairs': no pair with id 99 in pairs.jsonl",
     ),
     "a bad last row": (
-        lambda p, t: rewrite(
-            p, t, change={"anomaly_scores.jsonl": edit_line(66, lambda r: r.update(score="high"))}
-        ),
+        row_set("anomaly_scores.jsonl", 66, score="high"),
         r"anomaly_scores.jsonl, line 66, field 'score': must be a number",
     ),
     "a line that is not JSON": (
-        lambda p, t: rewrite(p, t, change={"items.jsonl": lambda c: c.replace(b"}\n", b"\n", 1)}),
+        changed("items.jsonl", lambda c: c.replace(b"}\n", b"\n", 1)),
         r"items.jsonl, line 1: is not valid JSON \(.*\)",
     ),
     "a row missing": (
-        lambda p, t: rewrite(
-            p, t, change={"pairs.jsonl": lambda c: b"".join(c.splitlines(keepends=True)[:-1])}
-        ),
+        changed("pairs.jsonl", lambda c: b"".join(c.splitlines(keepends=True)[:-1])),
         r"pairs.jsonl: holds 19 rows, but the manifest gives 20: a truncated or edited archive",
     ),
     "a cut-off line": (
-        lambda p, t: rewrite(p, t, change={"pairs.jsonl": lambda c: c[:-1]}),
+        changed("pairs.jsonl", lambda c: c[:-1]),
         r"pairs.jsonl, line 20: is cut off \(no line end\): a truncated archive",
     ),
     "a damaged member": (crc_damaged, r"items.jsonl: is damaged \(Bad CRC-32 for file 'items.jsonl'\)"),
     "damaged model files": (
-        lambda p, t: rewrite(p, t, change={"artifacts/v2/model.json": lambda c: b'{"format": 7}'}),
+        changed("artifacts/v2/model.json", lambda c: b'{"format": 7}'),
         r"artifacts/v2/: is not a model simapp can load \(ValueError: Unsupported model format 7 in .*\)",
     ),
     "a member outside the archive's folders": (
-        lambda p, t: rewrite(p, t, add={"artifacts/v2/../../../escape.txt": b"x"}),
+        added("artifacts/v2/../../../escape.txt", b"x"),
         r"holds an unexpected member 'artifacts/v2/../../../escape.txt'",
     ),
     "model files of an unlisted version": (
-        lambda p, t: rewrite(p, t, add={"artifacts/v3/model.json": b"{}"}),
+        added("artifacts/v3/model.json", b"{}"),
         r"holds model files of v3 \('artifacts/v3/model.json'\), which the manifest does not list",
     ),
 }

@@ -16,6 +16,7 @@ from django.urls import NoReverseMatch, reverse
 from apps.datasets.models import Dataset
 from apps.discovery.models import AnomalyFeedback, AnomalyScore
 from apps.training.models import ModelVersion
+from tests.conftest import session_client
 from tests.discovery.conftest import Trained, state
 from tests.factories import DatasetFactory, ItemFactory, UserFactory
 
@@ -32,16 +33,12 @@ def analyst(db: Any) -> Any:
 
 @pytest.fixture
 def client_in(analyst: Any) -> Client:
-    client = Client()
-    client.force_login(analyst)
-    return client
+    return session_client(analyst)
 
 
 @pytest.fixture
 def staff_in(staff_user: Any) -> Client:
-    client = Client()
-    client.force_login(staff_user)
-    return client
+    return session_client(staff_user)
 
 
 def text(response: Any) -> str:

@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 
 from apps.labelling.models import Pair
-from tests.conftest import db_snapshot
+from tests.conftest import db_snapshot, session_client
 from tests.factories import DatasetFactory, ItemFactory, PairFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -33,9 +33,7 @@ def dataset() -> Any:
 
 @pytest.fixture
 def client(labeller: Any) -> Client:
-    client = Client()
-    client.force_login(labeller)
-    return client
+    return session_client(labeller)
 
 
 def shown(response: Any) -> tuple[int, int]:
@@ -47,6 +45,13 @@ def shown(response: Any) -> tuple[int, int]:
 def answer(client: Client, pair: tuple[int, int], value: str, **extra: Any) -> Any:
     data = {"a": pair[0], "b": pair[1], "answer": value, "strategy": "random"} | extra
     return client.post("/datasets/faq/label/answer/", data, **HTMX)
+
+
+def labelled(a: Any, b: Any, annotator: Any, score: float = 1.0) -> Pair:
+    """Items ``a`` and ``b`` labelled ``score`` by ``annotator`` on this page (source manual)."""
+    return PairFactory(
+        dataset=a.dataset, item_a=a, item_b=b, annotator=annotator, score=score, source="manual"
+    )
 
 
 def labels() -> list[tuple[int, int, float, str, str]]:
@@ -230,13 +235,7 @@ def test_undo_removes_only_the_users_last_answer_and_shows_that_pair_again(
     client: Client, labeller: Any, dataset: Any
 ) -> None:
     items = list(dataset.items.order_by("id"))
-    PairFactory(
-        dataset=dataset,
-        item_a=items[0],
-        item_b=items[1],
-        annotator=UserFactory(username="other"),
-        source="manual",
-    )
+    labelled(items[0], items[1], UserFactory(username="other"))
     first = shown(client.get("/datasets/faq/label/"))
     second = shown(answer(client, first, "1"))
     answer(client, second, "0")
@@ -269,9 +268,7 @@ def test_undo_of_an_answer_that_replaced_one_restores_the_earlier_score(
     client: Client, labeller: Any, dataset: Any
 ) -> None:
     items = list(dataset.items.order_by("id"))
-    PairFactory(
-        dataset=dataset, item_a=items[0], item_b=items[1], annotator=labeller, score=0.0, source="manual"
-    )
+    labelled(items[0], items[1], labeller, score=0.0)
 
     answer(client, (items[0].pk, items[1].pk), "1")
     assert labels() == [(items[0].pk, items[1].pk, 1.0, "labeller", "manual")]
@@ -296,13 +293,7 @@ def test_review_offers_the_pair_one_other_annotator_labelled(client: Client, dat
     dataset.settings = {"annotators_per_pair": 2}
     dataset.save()
     items = list(dataset.items.order_by("id"))
-    PairFactory(
-        dataset=dataset,
-        item_a=items[2],
-        item_b=items[4],
-        annotator=UserFactory(username="other"),
-        source="manual",
-    )
+    labelled(items[2], items[4], UserFactory(username="other"))
 
     response = client.get("/datasets/faq/label/?strategy=review")
     after = answer(client, shown(response), "1", strategy="review")
@@ -341,7 +332,7 @@ def test_progress_and_per_annotator_counts(client: Client, labeller: Any, datase
     items = list(dataset.items.order_by("id"))
     other = UserFactory(username="other")
     for b in items[1:3]:
-        PairFactory(dataset=dataset, item_a=items[0], item_b=b, annotator=other, source="manual")
+        labelled(items[0], b, other)
     pair = shown(client.get("/datasets/faq/label/"))
 
     response = answer(client, pair, "1")
@@ -353,7 +344,7 @@ def test_progress_and_per_annotator_counts(client: Client, labeller: Any, datase
 def test_when_every_pair_is_labelled_the_page_says_so(client: Client, labeller: Any) -> None:
     dataset = DatasetFactory(slug="faq")
     a, b = ItemFactory(dataset=dataset), ItemFactory(dataset=dataset)
-    PairFactory(dataset=dataset, item_a=a, item_b=b, annotator=labeller, source="manual")
+    labelled(a, b, labeller)
 
     response = client.get("/datasets/faq/label/")
 

@@ -25,8 +25,8 @@ from apps.datasets.formats import vector_hash
 from apps.datasets.models import Dataset, Item
 from apps.discovery.models import AnomalyScore
 from apps.training.models import ModelVersion, TrainingRun
-from tests.conftest import db_snapshot
-from tests.factories import DatasetFactory, ItemFactory, PairFactory, UserFactory
+from tests.conftest import db_snapshot, session_client, token_client
+from tests.factories import DatasetFactory, ItemFactory, PairFactory
 from tests.security.routes import Route, routes
 from tests.training.conftest import run_to_end
 
@@ -83,6 +83,10 @@ def settings_of(slug: str) -> dict[str, Any]:
     return Dataset.objects.get(slug=slug).settings
 
 
+def queued_runs_of_e(world: World) -> int:
+    return TrainingRun.objects.filter(dataset=world.e, status="queued").count()
+
+
 ACTIONS = [
     # -- pages -------------------------------------------------------------------------------------------
     Action(
@@ -113,7 +117,7 @@ ACTIONS = [
         "/datasets/e/training/",
         302,
         data=lambda w: {"head": "mlp", "epochs": "2"},
-        effect=lambda w: TrainingRun.objects.filter(dataset=w.e, status="queued").count(),
+        effect=queued_runs_of_e,
         expected=1,
     ),
     Action(
@@ -220,7 +224,7 @@ ACTIONS = [
         "/api/datasets/e/runs/",
         201,
         data=lambda w: {"epochs": 2},
-        effect=lambda w: TrainingRun.objects.filter(dataset=w.e, status="queued").count(),
+        effect=queued_runs_of_e,
         expected=1,
     ),
     Action("api", "run-detail", "get", "/api/runs/{run}/", 200),
@@ -235,7 +239,7 @@ ACTIONS = [
         "/admin/datasets/dataset/",
         302,
         data=lambda w: {"action": "retrain_datasets", "_selected_action": [w.e.pk]},
-        effect=lambda w: TrainingRun.objects.filter(dataset=w.e, status="queued").count(),
+        effect=queued_runs_of_e,
         expected=1,
     ),
     Action(
@@ -333,13 +337,7 @@ def state() -> dict[str, Any]:
 
 def client_for(action: Action, user: Any) -> Client | APIClient:
     """A session (pages, admin) or a token (API) for ``user``, as each channel is used."""
-    if action.channel == "api":
-        api = APIClient()
-        api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-        return api
-    client = Client()
-    client.force_login(user)
-    return client
+    return token_client(user) if action.channel == "api" else session_client(user)
 
 
 def send(action: Action, world: World, user: Any) -> Any:
@@ -367,9 +365,7 @@ def assert_refused(action: Action, response: Any, url: str) -> None:
 
 
 @pytest.fixture
-def world(db: Any) -> World:
-    staff = UserFactory(username="admin", is_staff=True, is_superuser=True)
-    labeller = UserFactory(username="labeller")
+def world(staff_user: Any, labeller: Any) -> World:
     d = DatasetFactory(slug="d")
     items = [ItemFactory(dataset=d, key=f"k{n}", label="ab"[n % 2]) for n in range(4)]
     PairFactory(dataset=d, item_a=items[0], item_b=items[1], annotator=labeller)
@@ -387,7 +383,7 @@ def world(db: Any) -> World:
         "v1": version.pk,
         "labeller": labeller.pk,
     }
-    return World(d=d, e=e, item=items[0], run=run, labeller=labeller, staff=staff, ids=ids)
+    return World(d=d, e=e, item=items[0], run=run, labeller=labeller, staff=staff_user, ids=ids)
 
 
 @pytest.mark.django_db
@@ -422,6 +418,10 @@ def test_staff_get_the_action_done(world: World, action: Action) -> None:
 # -- actions on a real index ---------------------------------------------------------------------------
 
 
+def active_version_of_v(world: World) -> int:
+    return ModelVersion.objects.get(dataset__slug="v", is_active=True).number
+
+
 INDEX_ACTIONS = [
     Action(
         "page",
@@ -429,7 +429,7 @@ INDEX_ACTIONS = [
         "post",
         "/datasets/v/training/versions/{v1}/activate/",
         302,
-        effect=lambda w: ModelVersion.objects.get(dataset__slug="v", is_active=True).number,
+        effect=active_version_of_v,
         expected=1,
     ),
     Action(
@@ -438,7 +438,7 @@ INDEX_ACTIONS = [
         "post",
         "/datasets/v/training/rollback/",
         302,
-        effect=lambda w: ModelVersion.objects.get(dataset__slug="v", is_active=True).number,
+        effect=active_version_of_v,
         expected=1,
     ),
     Action(
@@ -447,7 +447,7 @@ INDEX_ACTIONS = [
         "post",
         "/api/versions/{v1}/activate/",
         200,
-        effect=lambda w: ModelVersion.objects.get(dataset__slug="v", is_active=True).number,
+        effect=active_version_of_v,
         expected=1,
     ),
     Action(
@@ -456,7 +456,7 @@ INDEX_ACTIONS = [
         "post",
         "/api/datasets/v/rollback/",
         200,
-        effect=lambda w: ModelVersion.objects.get(dataset__slug="v", is_active=True).number,
+        effect=active_version_of_v,
         expected=1,
     ),
     Action(
@@ -475,7 +475,7 @@ INDEX_ACTIONS = [
         "/admin/training/modelversion/",
         302,
         data=lambda w: {"action": "activate_version", "_selected_action": [w.ids["v1"]]},
-        effect=lambda w: ModelVersion.objects.get(dataset__slug="v", is_active=True).number,
+        effect=active_version_of_v,
         expected=1,
     ),
 ]
@@ -488,11 +488,9 @@ def scored_items() -> int:
 
 
 @pytest.fixture
-def indexed(transactional_db: Any, data_dir: Any) -> World:
+def indexed(transactional_db: Any, data_dir: Any, staff_user: Any, labeller: Any) -> World:
     """Dataset ``v`` of 30 feature vectors, indexed twice (v1, then v2, which is active), and an item
     added after that, which a rescore scores."""
-    staff = UserFactory(username="admin", is_staff=True, is_superuser=True)
-    labeller = UserFactory(username="labeller")
     v = DatasetFactory(slug="v", modality="vector", encoder="vector", vector_dim=3)
 
     def add_item(n: int) -> Item:
@@ -515,7 +513,7 @@ def indexed(transactional_db: Any, data_dir: Any) -> World:
     v1 = ModelVersion.objects.get(dataset=v, number=1)
     assert ModelVersion.objects.get(dataset=v, is_active=True).number == 2
     item = Item.objects.get(dataset=v, key="k30")
-    return World(d=v, e=v, item=item, run=first, labeller=labeller, staff=staff, ids={"v1": v1.pk})
+    return World(d=v, e=v, item=item, run=first, labeller=labeller, staff=staff_user, ids={"v1": v1.pk})
 
 
 @pytest.mark.parametrize("role", ["labeller", "staff"])
@@ -540,9 +538,7 @@ def test_index_actions_are_for_staff_only(indexed: World, action: Action, role: 
 
 @pytest.mark.django_db
 def test_labellers_are_not_offered_the_staff_controls(world: World) -> None:
-    labeller, staff = Client(), Client()
-    labeller.force_login(world.labeller)
-    staff.force_login(world.staff)
+    labeller, staff = session_client(world.labeller), session_client(world.staff)
     controls = [
         'action="/datasets/d/import/"',
         'href="/datasets/d/training/"',
@@ -598,9 +594,7 @@ def test_every_other_route_refuses_a_labellers_changes(labeller: Any, samples: d
     # Walked from the resolver: a new endpoint that changes something is refused to labellers, or listed
     # above as theirs. The requests carry no body: whatever a refused request holds, it is not read.
     found = routes(samples)
-    pages, api = Client(), APIClient()
-    pages.force_login(labeller)
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=labeller).key}")
+    pages, api = session_client(labeller), token_client(labeller)
     before = state()
 
     let_through = {}
@@ -623,15 +617,7 @@ def test_labellers_reach_their_own_actions(labeller: Any, samples: dict[str, lis
     theirs = [route for route in routes(samples) if route.template in LABELLER_MAY_CHANGE]
     statuses = {}
     for route in theirs:
-        client: Client | APIClient
-        if route.kind == "api":
-            client = APIClient()
-            client.credentials(
-                HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=labeller)[0].key}"
-            )
-        else:
-            client = Client()
-            client.force_login(labeller)
+        client = token_client(labeller) if route.kind == "api" else session_client(labeller)
         statuses[route.template] = client.post(route.path).status_code
 
     assert len(theirs) == len(LABELLER_MAY_CHANGE)
@@ -657,9 +643,7 @@ def test_staff_only_reads_are_refused_to_labellers(
     reads = [route for route in routes(samples) if route.template in STAFF_ONLY_READS]
     as_labeller, as_staff = {}, {}
     for user, seen in ((labeller, as_labeller), (staff_user, as_staff)):
-        pages, api = Client(), APIClient()
-        pages.force_login(user)
-        api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+        pages, api = session_client(user), token_client(user)
         for route in reads:
             seen[route.template] = (api if route.kind == "api" else pages).get(route.path).status_code
 

@@ -10,8 +10,8 @@ from django.test import override_settings
 
 from apps.common import background
 from apps.datasets.formats import ItemRecord
-from apps.datasets.models import Dataset
-from apps.datasets.services import dataset_records_save
+from apps.datasets.models import Dataset, Item
+from apps.datasets.services import dataset_import, dataset_records_save
 from apps.labelling.models import Pair
 from apps.training import encoding, index, services
 from apps.training.models import TrainingRun
@@ -50,6 +50,18 @@ def make_dataset(slug: str, records: list[Any]) -> Any:
         slug=slug, records=records, source_name="test", pair_source=Pair.Source.IMPORT, create_missing=True
     )
     return Dataset.objects.get(slug=slug)
+
+
+def labelled_thyroid(shared_data: Path) -> Dataset:
+    """ODDS thyroid (3,772 vector items) imported as dataset ``thyroid``, each item labelled by its outlier
+    flag ("outlier" or "inlier") so that it can be trained."""
+    path = shared_data / "odds" / "thyroid.mat"
+    with path.open("rb") as fp:
+        dataset_import(slug="thyroid", fp=fp, source_name=str(path), fmt="odds")
+    dataset = Dataset.objects.get(slug="thyroid")
+    Item.objects.filter(dataset=dataset, metadata__outlier=1).update(label="outlier")
+    Item.objects.filter(dataset=dataset, metadata__outlier=0).update(label="inlier")
+    return dataset
 
 
 def run_to_end(dataset: Any, on_progress: Any = None, **config: Any) -> TrainingRun:

@@ -11,15 +11,14 @@ from django.core.management import CommandError, call_command
 
 from apps.common import background
 from apps.datasets.formats import ItemRecord
-from apps.datasets.models import Dataset, Item
+from apps.datasets.models import Item
 from apps.datasets.selectors import dataset_stats
-from apps.datasets.services import dataset_import
 from apps.discovery.services import classify
 from apps.training import services
 from apps.training.index import index_alias, index_items_upsert, vector_store
 from apps.training.models import ModelVersion, TrainingRun
 from apps.training.pipeline import training_run_execute
-from tests.training.conftest import clinc_records, make_dataset, run_to_end
+from tests.training.conftest import clinc_records, labelled_thyroid, make_dataset, run_to_end
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -302,12 +301,7 @@ def test_a_large_dataset_serves_the_head_of_the_chosen_epoch_without_a_refit(
     data_dir: Path, shared_data: Path
 ) -> None:
     # given ODDS thyroid (3,772 vector items, more than the trainer refits by default), labelled
-    path = shared_data / "odds" / "thyroid.mat"
-    with path.open("rb") as fp:
-        dataset_import(slug="thyroid", fp=fp, source_name=str(path), fmt="odds")
-    dataset = Dataset.objects.get(slug="thyroid")
-    Item.objects.filter(dataset=dataset, metadata__outlier=1).update(label="outlier")
-    Item.objects.filter(dataset=dataset, metadata__outlier=0).update(label="inlier")
+    dataset = labelled_thyroid(shared_data)
     seen: list[tuple[str, float]] = []
 
     # when it is retrained with the default head

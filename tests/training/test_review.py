@@ -23,7 +23,7 @@ from apps.training.models import ModelVersion, TrainingRun
 from apps.training.pipeline import training_run_execute
 from simapp.learning import auroc
 from tests.factories import DatasetFactory, ItemFactory
-from tests.training.conftest import clinc_records, make_dataset, run_to_end
+from tests.training.conftest import clinc_records, labelled_thyroid, make_dataset, run_to_end
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -206,16 +206,12 @@ def test_progress_never_goes_back_when_training_refits_on_all_the_data(
 
 def test_a_labelled_vector_dataset_trains_and_evaluates_on_odds(data_dir: Path, shared_data: Path) -> None:
     # given ODDS thyroid imported as vectors, labelled by its outlier flag so that it can be trained
-    path = shared_data / "odds" / "thyroid.mat"
-    with path.open("rb") as fp:
-        dataset_import(slug="thyroid", fp=fp, source_name=str(path), fmt="odds")
-    dataset = Dataset.objects.get(slug="thyroid")
-    Item.objects.filter(dataset=dataset, metadata__outlier=1).update(label="outlier")
-    Item.objects.filter(dataset=dataset, metadata__outlier=0).update(label="inlier")
+    dataset = labelled_thyroid(shared_data)
 
     # when it is retrained and evaluated on the same file
     finished = run_to_end(dataset, epochs=1, head="identity")
     out = io.StringIO()
+    path = shared_data / "odds" / "thyroid.mat"
     call_command("evaluate", "thyroid", str(path), "--format", "odds", "--json", stdout=out)
 
     # then the outlier AUROC is reported over all 3772 rows
