@@ -3,9 +3,10 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected
 from django.db import transaction
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -13,7 +14,7 @@ from apps.datasets import selectors
 from apps.datasets.formats import DataFormatError
 from apps.datasets.models import Dataset, Item
 from apps.datasets.services import item_content_hash, item_validate, items_delete, json_value_problem
-from apps.datasets.signals import items_changed
+from apps.datasets.signals import ItemsChangeUnavailable, items_changed, items_will_change
 
 
 class DatasetAdminForm(forms.ModelForm):
@@ -122,6 +123,10 @@ class ItemAdminForm(forms.ModelForm):
             ) from None
         data.update(key=record.key, text=record.text, vector=record.vector, label=record.label)
         data["metadata"] = record.metadata
+        try:
+            items_will_change.send(sender=Item, dataset=dataset)  # a listener may refuse: nothing saved
+        except ItemsChangeUnavailable as exc:
+            raise forms.ValidationError(str(exc)) from None
         return data
 
 
@@ -150,6 +155,36 @@ class ItemAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         # Listeners (the active index) learn of the edit like of any import.
         transaction.on_commit(lambda: items_changed.send(sender=Item, dataset=obj.dataset, item_ids=[obj.pk]))
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
+        item = self.get_object(request, object_id)
+        if request.method == "POST" and item is not None and not self._can_change(request, [item.dataset_id]):
+            return HttpResponseRedirect(request.path)
+        return super().delete_view(request, object_id, extra_context)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            _, name, description = actions["delete_selected"]
+            actions["delete_selected"] = (self._delete_selected, name, description)
+        return actions
+
+    def _delete_selected(self, modeladmin: Any, request: HttpRequest, queryset: Any) -> HttpResponse | None:
+        # Asked before Django's confirmation page, and again at the confirmation's post: nothing is deleted
+        # (and no "deleted" message shown) while a listener cannot follow the deletion.
+        if not self._can_change(request, queryset.values_list("dataset_id", flat=True).distinct()):
+            return None
+        return delete_selected(modeladmin, request, queryset)
+
+    def _can_change(self, request: HttpRequest, dataset_ids: Any) -> bool:
+        """Whether every listener can follow a change to these datasets' items now; else says why."""
+        try:
+            for dataset in Dataset.objects.filter(pk__in=list(dataset_ids)):
+                items_will_change.send(sender=Item, dataset=dataset)
+        except ItemsChangeUnavailable as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return False
+        return True
 
     def delete_model(self, request: HttpRequest, obj: Item) -> None:
         items_delete(dataset=obj.dataset, item_ids=[obj.pk])

@@ -223,3 +223,29 @@ def test_items_of_a_dataset_nothing_serves_yet_need_no_queue(
     created = staff_api.post("/api/datasets/d/items/", {"key": "new", "text": "hello"}, format="json")
 
     assert created.status_code == 201 and dataset.items.filter(key="new").exists()
+
+
+@pytest.mark.django_db
+def test_the_admin_refuses_item_changes_of_a_served_dataset_and_changes_nothing(
+    staff_client: Client, dataset: Any, broker_down: str
+) -> None:
+    run = TrainingRun.objects.create(dataset=dataset, status=TrainingRun.Status.SUCCEEDED)
+    ModelVersion.objects.create(dataset=dataset, run=run, number=1, collection="d-v1", is_active=True)
+    item = dataset.items.order_by("id").first()
+    form = {"key": item.key, "text": "edited", "vector": "null", "label": item.label, "metadata": "{}"}
+    before = everything()
+
+    added = staff_client.post("/admin/datasets/item/add/", form | {"dataset": dataset.pk, "key": "new"})
+    changed = staff_client.post(f"/admin/datasets/item/{item.pk}/change/", form)
+    deleted = staff_client.post(f"/admin/datasets/item/{item.pk}/delete/", {"post": "yes"}, follow=True)
+    action = {"action": "delete_selected", "_selected_action": [item.pk], "post": "yes"}
+    deleted_many = staff_client.post("/admin/datasets/item/", action, follow=True)
+
+    for response in (added, changed):  # the form again, with the reason
+        assert response.status_code == 200
+        assert f"the items were not changed: {UNREACHABLE}" in response.content.decode()
+    for response in (deleted, deleted_many):
+        assert response.status_code == 200
+        said = [str(m) for m in response.context["messages"]]
+        assert len(said) == 1 and said[0].startswith(f"the items were not changed: {UNREACHABLE}")
+    assert everything() == before
