@@ -7,6 +7,7 @@ from typing import Any
 from django import forms
 
 from simapp.learning import HEAD_NAMES, LOSS_NAMES
+from simapp.learning.trainer import DEFAULT_GROUP_BATCH, DEFAULT_GROUP_LR, DEFAULT_PAIR_BATCH, DEFAULT_PAIR_LR
 
 _HEAD_HELP = {
     "identity": "identity: no training, index with the frozen encoder",
@@ -34,14 +35,14 @@ class RetrainForm(forms.Form):
         required=False,
         min_value=1e-7,
         max_value=1.0,
-        help_text="Peak of the one-cycle schedule; blank: 1e-3 for labels, 3e-4 for pairs.",
+        help_text=f"Peak of the one-cycle schedule; blank: {DEFAULT_GROUP_LR:g} for labels, {DEFAULT_PAIR_LR:g} for pairs.",
     )
     batch_size = forms.IntegerField(
         label="Batch size",
         required=False,
         min_value=2,
         max_value=65536,
-        help_text="Blank: 256 for labels, 64 for pairs.",
+        help_text=f"Blank: {DEFAULT_GROUP_BATCH} for labels, {DEFAULT_PAIR_BATCH} for pairs.",
     )
     seed = forms.IntegerField(required=False, min_value=0, max_value=2**32 - 1, initial=0)
 

@@ -36,6 +36,8 @@ Sampler = MPerClassSampler | ShuffleSampler
 # peak 1.5e-3 (1e-3 at 256, scaled by about the square root of the batch). See TrainConfig.
 DEFAULT_GROUP_BATCH = 512
 DEFAULT_GROUP_LR = 1.5e-3
+DEFAULT_PAIR_BATCH = 64
+DEFAULT_PAIR_LR = 3e-4
 # TrainConfig.refit None: refit on all the data only up to this many items (groups) or pairs.
 REFIT_MAX_ITEMS = 2000
 
@@ -63,9 +65,9 @@ class TrainConfig:
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
     distance: str = "cosine"  # the encoder's distance: validation kNN and distance-aware losses use it
     epochs: int | None = None  # maximum; None: 10 for groups, 6 for pairs
-    learning_rate: float | None = None  # one-cycle peak; None: DEFAULT_GROUP_LR groups, 3e-4 pairs
+    learning_rate: float | None = None  # one-cycle peak; None: DEFAULT_GROUP_LR / DEFAULT_PAIR_LR
     weight_decay: float = 0.01
-    batch_size: int | None = None  # None: DEFAULT_GROUP_BATCH items for groups, 64 pairs for pairs
+    batch_size: int | None = None  # None: DEFAULT_GROUP_BATCH items for groups, DEFAULT_PAIR_BATCH pairs
     samples_per_class: int = 4  # m in m-per-class batches
     # Weight of the identity anchor: the mean squared distance between head(x) and x is added to the
     # loss, so fine-tuning adjusts the encoder's space instead of replacing it. On CLINC150 (4 seeds,
@@ -380,7 +382,7 @@ class TrainStep:
         self.autocast_dtype = amp_dtype(device) if config.amp else None
         self.anchor_weight = config.anchor_weight
         self.device = device
-        lr = config.learning_rate or (DEFAULT_GROUP_LR if self.is_groups else 3e-4)
+        lr = config.learning_rate or (DEFAULT_GROUP_LR if self.is_groups else DEFAULT_PAIR_LR)
         self.head = create_head(config.head, train_data.dim, **config.head_kwargs).to(device)
         self.loss_fn = _build_loss(loss_name, config, train_data, self.head.output_dim).to(device)
         self.params = list(self.head.parameters()) + list(self.loss_fn.parameters())
@@ -492,7 +494,9 @@ def _fit(
     should_cancel: Callable[[], bool] | None,
 ) -> _Fit:
     """One optimisation run over ``train_data``; validates on ``val_data`` after every epoch if given."""
-    batch_size = config.batch_size or (DEFAULT_GROUP_BATCH if isinstance(train_data, GroupData) else 64)
+    batch_size = config.batch_size or (
+        DEFAULT_GROUP_BATCH if isinstance(train_data, GroupData) else DEFAULT_PAIR_BATCH
+    )
     # Same seed for every stage: the refit starts from the same head and batch order as selection.
     rng = np.random.default_rng(config.seed + 1)
     torch.manual_seed(config.seed)
