@@ -16,7 +16,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from apps.common.limits import upload_limit_bytes as upload_limit_bytes  # re-exported for the views
 from apps.common.limits import upload_too_large
 from apps.datasets.formats import DataFormatError
-from apps.datasets.signals import ItemsChangeUnavailable
+from apps.datasets.signals import DatasetDeleteUnavailable, ItemsChangeUnavailable
 from apps.discovery.services import DiscoveryError
 from apps.training.index import NoActiveModel
 from apps.training.jobs import JobsUnavailable
@@ -44,13 +44,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         )
     if isinstance(exc, NoActiveModel):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-    if isinstance(exc, (JobsUnavailable, ItemsChangeUnavailable)):
+    if isinstance(exc, (JobsUnavailable, ItemsChangeUnavailable, DatasetDeleteUnavailable)):
         return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
     return drf_exception_handler(exc, context)
 
 
 class Conflict(APIException):
-    """The request is valid but the resource's state refuses it (409), e.g. deleting what must be kept."""
+    """The request is valid but the resource's state refuses it (409), e.g. deleting a dataset that trains."""
 
     status_code = status.HTTP_409_CONFLICT
     default_code = "conflict"

@@ -5,7 +5,9 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
-from django.db import transaction
+from django.contrib.admin.utils import NestedObjects
+from django.contrib.auth import get_permission_codename
+from django.db import router, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
@@ -13,8 +15,24 @@ from django.utils.html import format_html
 from apps.datasets import selectors
 from apps.datasets.formats import DataFormatError
 from apps.datasets.models import Dataset, Item
-from apps.datasets.services import item_content_hash, item_validate, items_delete, json_value_problem
-from apps.datasets.signals import ItemsChangeUnavailable, items_changed, items_will_change
+from apps.datasets.services import (
+    dataset_delete,
+    item_content_hash,
+    item_validate,
+    items_delete,
+    json_value_problem,
+)
+from apps.datasets.signals import (
+    DatasetDeleteRefused,
+    DatasetDeleteUnavailable,
+    ItemsChangeUnavailable,
+    dataset_will_be_deleted,
+    items_changed,
+    items_will_change,
+)
+
+# Why a dataset cannot be deleted now (a run of it trains; its index cannot be reached).
+_DELETE_REFUSALS = (DatasetDeleteRefused, DatasetDeleteUnavailable)
 
 
 class DatasetAdminForm(forms.ModelForm):
@@ -84,6 +102,78 @@ class DatasetAdmin(admin.ModelAdmin):
     @admin.display(description="labels", ordering="label_count")
     def label_count(self, obj: Dataset) -> int:
         return getattr(obj, "label_count", 0)
+
+    # -- deleting: through dataset_delete, which takes the runs, versions, index and model files along ------
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
+        dataset = self.get_object(request, object_id)
+        if request.method == "POST" and dataset is not None and not self._can_delete(request, [dataset]):
+            return HttpResponseRedirect(request.path)
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except _DELETE_REFUSALS as exc:  # a run started since the check: its transaction rolled back
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(request.path)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            _, name, description = actions["delete_selected"]
+            actions["delete_selected"] = (self._delete_selected, name, description)
+        return actions
+
+    def _delete_selected(self, modeladmin: Any, request: HttpRequest, queryset: Any) -> HttpResponse | None:
+        # Asked before Django's confirmation page, and again at the confirmation's post: nothing is deleted
+        # (and no "deleted" message shown) while one of the datasets cannot go. All or nothing.
+        if not self._can_delete(request, queryset):
+            return None
+        try:
+            with transaction.atomic(using=router.db_for_write(Dataset)):
+                return delete_selected(modeladmin, request, queryset)
+        except _DELETE_REFUSALS as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return None
+
+    def _can_delete(self, request: HttpRequest, datasets: Any) -> bool:
+        """Whether every listener lets these datasets be deleted now; else says why."""
+        try:
+            for dataset in datasets:
+                dataset_will_be_deleted.send(sender=Dataset, dataset=dataset)
+        except _DELETE_REFUSALS as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return False
+        return True
+
+    def delete_model(self, request: HttpRequest, obj: Dataset) -> None:
+        dataset_delete(dataset=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for dataset in list(queryset):
+            dataset_delete(dataset=dataset)
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, Any, set[str], list[Any]]:
+        """Django's list of what goes with the datasets, for the confirmation page, less two refusals that
+        do not hold when a whole dataset goes: a model version protects its run, and the admin of model
+        versions refuses the active one alone. ``dataset_delete`` deletes the versions first, so only the
+        user's permission to delete each kind of row counts."""
+        to_delete, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        if not protected and not perms_needed:
+            return to_delete, model_count, perms_needed, protected
+        collector = NestedObjects(using=router.db_for_write(Dataset))
+        collector.collect(list(objs))
+        deleted = {(type(obj), obj.pk) for instances in collector.data.values() for obj in instances}
+        if any((type(obj), obj.pk) not in deleted for obj in collector.protected):
+            return to_delete, model_count, perms_needed, protected  # protected by something that stays
+        models = {*collector.data, *(type(obj) for obj in collector.protected)}
+        perms_needed = {
+            str(model._meta.verbose_name)
+            for model in models
+            if self.admin_site.is_registered(model)
+            and not request.user.has_perm(
+                f"{model._meta.app_label}.{get_permission_codename('delete', model._meta)}"
+            )
+        }
+        return to_delete, model_count, perms_needed, []
 
 
 class HasLabelFilter(admin.SimpleListFilter):

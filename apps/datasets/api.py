@@ -5,7 +5,6 @@ from __future__ import annotations
 import tempfile
 from typing import Any
 
-from django.db.models import ProtectedError
 from django.http import FileResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -43,6 +42,7 @@ from apps.datasets.formats import (
 )
 from apps.datasets.models import Dataset, Item
 from apps.datasets.options import DatasetOptions
+from apps.datasets.signals import DatasetDeleteRefused
 from apps.labelling.models import Pair
 from apps.labelling.options import LabellingOptions
 
@@ -113,14 +113,28 @@ class DatasetSerializer(serializers.ModelSerializer):
 
 @extend_schema_view(
     destroy=extend_schema(
+        description=(
+            "Delete the dataset and everything of it: items, pairs, anomaly feedback and scores, training "
+            "runs, model versions, its index (every version's collection and the alias) and its model "
+            "files. The embedding cache is kept: it is keyed by content, which other datasets may share. "
+            "Afterwards the slug is free, and a new dataset of that slug starts again at version 1."
+        ),
         responses={
             204: None,
-            409: OpenApiResponse(description="the dataset has model versions, which are kept"),
-        }
+            409: OpenApiResponse(
+                description="a training run of the dataset is queued or running: cancel it first; "
+                "nothing was deleted"
+            ),
+            503: OpenApiResponse(
+                description="the vector store that holds the dataset's index is unreachable; nothing was "
+                "deleted"
+            ),
+        },
     )
 )
 class DatasetViewSet(viewsets.ModelViewSet):
-    """Datasets. Anyone logged in reads; staff create, change and delete (a trained dataset is kept)."""
+    """Datasets. Anyone logged in reads; staff create, change and delete (a deletion removes everything of
+    the dataset, its index and model files included)."""
 
     serializer_class = DatasetSerializer
     permission_classes = [IsStaffOrReadOnly]
@@ -135,16 +149,11 @@ class DatasetViewSet(viewsets.ModelViewSet):
         serializer.instance = selectors.dataset_get(slug=dataset.slug)
 
     def perform_destroy(self, instance: Dataset) -> None:
+        # DatasetDeleteUnavailable (the vector store is down) is a 503 through the exception handler.
         try:
-            instance.delete()
-        except ProtectedError as exc:  # raised before anything is deleted
-            kinds = " and ".join(
-                sorted({str(obj._meta.verbose_name_plural) for obj in exc.protected_objects})
-            )
-            raise Conflict(
-                f"dataset '{instance.slug}' cannot be deleted: its {kinds} ({len(exc.protected_objects)}) "
-                "are kept, with their training runs, index and model files"
-            ) from None
+            services.dataset_delete(dataset=instance)
+        except DatasetDeleteRefused as exc:
+            raise Conflict(str(exc)) from None
 
 
 class ItemSerializer(serializers.ModelSerializer):

@@ -36,7 +36,13 @@ from apps.datasets.formats import (
     vector_hash,
 )
 from apps.datasets.models import Dataset, Item
-from apps.datasets.signals import items_changed, items_deleted, items_will_change
+from apps.datasets.signals import (
+    dataset_deleting,
+    dataset_will_be_deleted,
+    items_changed,
+    items_deleted,
+    items_will_change,
+)
 from apps.labelling.models import Pair
 
 DEFAULT_ENCODERS = {Dataset.Modality.TEXT: "minilm", Dataset.Modality.VECTOR: "vector"}
@@ -109,6 +115,26 @@ def dataset_update(*, dataset: Dataset, **changes: Any) -> Dataset:
     dataset.full_clean()
     dataset.save()
     return dataset
+
+
+def dataset_delete(*, dataset: Dataset) -> None:
+    """Delete ``dataset`` and everything of it: items, pairs, anomaly feedback and, through the listeners of
+    ``dataset_deleting``, its training runs, model versions (with their anomaly scores), index and model
+    files.
+
+    Listeners of ``dataset_will_be_deleted`` may refuse first (``DatasetDeleteRefused``: a training run of
+    it is queued or running; ``DatasetDeleteUnavailable``: its index cannot be reached), and nothing is
+    deleted. The rows go in one transaction; what lives outside the database is dropped after it commits,
+    so a deletion that fails or rolls back leaves the index and the files as they were.
+    """
+    # A listener may refuse: nothing is deleted yet.
+    dataset_will_be_deleted.send(sender=Dataset, dataset=dataset)
+    with transaction.atomic():
+        # Locked, so that a concurrent deletion of the same dataset waits here and then finds nothing.
+        if not Dataset.objects.select_for_update().filter(pk=dataset.pk).exists():
+            return
+        dataset_deleting.send(sender=Dataset, dataset=dataset)
+        dataset.delete()
 
 
 def dataset_import(

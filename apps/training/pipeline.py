@@ -42,7 +42,14 @@ from simapp.learning import (
     train,
 )
 from simapp.learning import Progress as TrainProgress
-from simapp.vectors import Point, VectorStoreError, build_and_activate, make_payload, point_id
+from simapp.vectors import (
+    Point,
+    VectorStoreError,
+    build_and_activate,
+    collection_versions,
+    make_payload,
+    point_id,
+)
 from simapp.vectors import Progress as IndexProgress
 
 logger = logging.getLogger(__name__)
@@ -320,6 +327,13 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict[str, Any]:
     head = create_head("identity", encoder.dim) if result is None else result.head
     model = SimilarityModel.from_encoder(encoder, head, metadata={"dataset": dataset.slug, "run": run.pk})
     number = (ModelVersion.objects.filter(dataset=dataset).aggregate(n=Max("number"))["n"] or 0) + 1
+    store, alias = vector_store(), index_alias(dataset)
+    if number == 1:
+        # No version names a collection of this dataset, so any under its alias is a leftover: of a build
+        # that died, or of a deleted dataset of the same slug whose index could not be dropped. Its alias
+        # could point at the very collection this version builds, which build_and_activate refuses.
+        for name in sorted(collection_versions(store, alias).values()):
+            store.drop(name)
     relative = Path("models") / dataset.slug / f"v{number}"  # under DATA_DIR, so the directory can move
     artifact = Path(settings.DATA_DIR) / relative
     if artifact.exists():  # left over by a run that died before recording its version
@@ -333,7 +347,6 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict[str, Any]:
         collection=index_collection(dataset, number),
         metrics=metrics,
     )
-    store, alias = vector_store(), index_alias(dataset)
     previous = store.get_alias(alias)
     build: Any = None  # set once the new index is built and the alias has moved to it
     try:

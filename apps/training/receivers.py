@@ -1,5 +1,6 @@
 """Keep the active index in step with the items: new or changed items are embedded and indexed with the
-active model as they arrive, deleted ones leave the index. Connected in ``TrainingConfig.ready``."""
+active model as they arrive, deleted ones leave the index; a deleted dataset takes its runs, versions, index
+and model files with it. Connected in ``TrainingConfig.ready``."""
 
 from __future__ import annotations
 
@@ -28,3 +29,17 @@ def on_items_will_change(sender: Any, *, dataset: Any, **kwargs: Any) -> None:
         jobs.check_broker()
     except jobs.JobsUnavailable as exc:
         raise ItemsChangeUnavailable(f"the items were not changed: {exc}") from None
+
+
+def on_dataset_will_be_deleted(sender: Any, *, dataset: Any, **kwargs: Any) -> None:
+    """Refuse to delete a dataset while it trains, or while the store that holds its index is down."""
+    from apps.training import services
+
+    services.dataset_training_delete_check(dataset=dataset)
+
+
+def on_dataset_deleting(sender: Any, *, dataset: Any, **kwargs: Any) -> None:
+    """Delete the dataset's runs and versions with it; its index and model files go after the commit."""
+    from apps.training import services
+
+    services.dataset_training_delete(dataset=dataset)

@@ -1,4 +1,5 @@
-"""Training runs and model versions: start, claim, report, cancel, finish, fail, activate, roll back.
+"""Training runs and model versions: start, claim, report, cancel, finish, fail, activate, roll back; and
+what a dataset's deletion takes along (its runs, versions, index and model files).
 
 A run moves queued → running → succeeded | failed | cancelled. Claims and state changes are conditional
 updates (``UPDATE … WHERE status = …``) so a retried or duplicated job never runs twice, and the partial
@@ -8,10 +9,14 @@ The pipeline itself (encode → train → evaluate → index → activate) is in
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -20,9 +25,12 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from apps.datasets.models import Dataset, Item
+from apps.datasets.signals import DatasetDeleteRefused, DatasetDeleteUnavailable
 from apps.labelling.models import Pair
 from apps.training.models import ModelVersion, TrainingRun
-from simapp.vectors import ActivationError
+from simapp.vectors import ActivationError, VectorStoreError, collection_versions
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingRefused(ValueError):
@@ -242,3 +250,115 @@ def model_version_rollback(*, dataset: Dataset) -> ModelVersion:
             f"dataset '{dataset.slug}' has no earlier version with an index to roll back to (v{active.number} is the oldest kept)"
         )
     return model_version_activate(version=previous)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Deleting a dataset (the receivers of ``dataset_will_be_deleted`` and ``dataset_deleting``)
+
+
+def _refuse_while_training(dataset: Dataset) -> None:
+    active = TrainingRun.objects.filter(dataset=dataset, status__in=TrainingRun.ACTIVE_STATUSES)
+    run = active.order_by("id").first()
+    if run is not None:
+        raise DatasetDeleteRefused(
+            f"dataset '{dataset.slug}' cannot be deleted while its training run {run.pk} is {run.status}: "
+            f"cancel the run first (POST /api/runs/{run.pk}/cancel/, or the admin's Cancel action), then "
+            "delete the dataset once it has stopped"
+        )
+
+
+def dataset_training_delete_check(*, dataset: Dataset) -> None:
+    """Whether the dataset's training data can go now, before anything is deleted.
+
+    Raises ``DatasetDeleteRefused`` while a run of it is queued or running (the run would write to a
+    dataset that is gone; a run whose worker died is failed first, as everywhere), and
+    ``DatasetDeleteUnavailable`` when it has model versions, whose collections must be dropped, and the
+    vector store does not answer.
+    """
+    training_runs_reap()
+    _refuse_while_training(dataset)
+    if not ModelVersion.objects.filter(dataset=dataset).exists():
+        return
+    from apps.training.index import vector_store
+
+    try:
+        vector_store().list_collections()
+    except VectorStoreError as exc:
+        raise DatasetDeleteUnavailable(
+            f"the vector store is unavailable: {exc}; dataset '{dataset.slug}' was not deleted, as its "
+            "index could not be dropped"
+        ) from None
+
+
+def dataset_training_delete(*, dataset: Dataset) -> None:
+    """Inside the transaction that deletes ``dataset``: delete its model versions (their anomaly scores go
+    with them) and training runs, which the cascade from the dataset cannot delete (a version protects its
+    run), and drop their index and model files once the transaction commits (``dataset_index_drop``).
+
+    Raises ``DatasetDeleteRefused`` if a run was started since ``dataset_training_delete_check``.
+    """
+    from apps.training.index import index_alias
+
+    _refuse_while_training(dataset)
+    versions = ModelVersion.objects.filter(dataset=dataset)
+    runs = TrainingRun.objects.filter(dataset=dataset)
+    collections = sorted(set(versions.values_list("collection", flat=True)))
+    artifacts = sorted(set(versions.values_list("artifact_path", flat=True)))
+    # A run without a version may still have left a collection (a build whose worker was killed).
+    trained = bool(collections) or runs.exists()
+    versions.delete()  # first: each protects its run
+    runs.delete()
+    alias, slug = index_alias(dataset), dataset.slug
+    transaction.on_commit(
+        lambda: dataset_index_drop(
+            slug=slug, alias=alias if trained else None, collections=collections, artifacts=artifacts
+        )
+    )
+
+
+def dataset_index_drop(
+    *, slug: str, alias: str | None, collections: Sequence[str], artifacts: Sequence[str]
+) -> None:
+    """Drop what a deleted dataset left outside the database: the collections of its model versions and
+    any other collection built under its ``alias`` (a build that died), the alias with them, its model
+    files: its directory ``models/<slug>`` under ``DATA_DIR``, which holds every version's ``artifact_path``
+    (``artifacts``). ``alias`` None: the dataset was never trained, so the vector store is not asked (nor,
+    embedded, opened). The embedding cache stays: it is keyed by content, which other datasets may share.
+
+    Called after the deletion committed, so it never raises: a failure is logged as a warning naming the
+    collection or the directory, and the rest is dropped all the same. What stays is never served (no
+    version names it) and a dataset created again under the slug replaces it with its first version.
+    """
+    if alias is not None:
+        _collections_drop(slug=slug, alias=alias, collections=collections)
+    own = (Path(settings.DATA_DIR) / "models" / slug).resolve()  # where the pipeline and restores put them
+    for relative in artifacts:
+        path = (Path(settings.DATA_DIR) / relative).resolve()
+        if path != own and own not in path.parents:
+            # Not written by simapp for this dataset (it could be another's): not ours to remove.
+            logger.warning("model files %s of deleted dataset %s are outside %s; left alone", path, slug, own)
+    try:
+        if own.exists():
+            shutil.rmtree(own)
+    except OSError as exc:
+        logger.warning("could not remove model files %s of deleted dataset %s: %s", own, slug, exc)
+
+
+def _collections_drop(*, slug: str, alias: str, collections: Sequence[str]) -> None:
+    from apps.training.index import vector_store
+
+    names = set(collections)
+    try:
+        store = vector_store()
+        names.update(collection_versions(store, alias).values())
+        active = store.get_alias(alias)
+    except Exception as exc:  # the store went away since the check: say what stays behind
+        for name in sorted(names) or [alias]:
+            logger.warning("could not drop collection %s of deleted dataset %s: %s", name, slug, exc)
+        return
+    # The alias's target first: dropping it drops the alias with it, so no query finds the index halfway.
+    for name in sorted(names, key=lambda name: (name != active, name)):
+        try:
+            store.drop(name)
+        except Exception as exc:
+            logger.warning("could not drop collection %s of deleted dataset %s: %s", name, slug, exc)

@@ -132,8 +132,10 @@ def test_items_filter_by_label_metadata_and_search_with_pagination(staff_api: AP
     assert bad.status_code == 400 and "letters, digits" in bad.json()["metadata"][0]
 
 
-def test_deleting_a_trained_dataset_is_409_and_deletes_nothing(staff_api: APIClient) -> None:
-    # given a dataset with a model version (which keeps its run, index and model files)
+def test_deleting_a_dataset_while_a_run_of_it_is_queued_is_409_and_deletes_nothing(
+    staff_api: APIClient,
+) -> None:
+    # given a trained dataset (a version and its run) with a retrain queued
     from apps.training.models import ModelVersion, TrainingRun
 
     dataset = DatasetFactory(slug="d")
@@ -142,26 +144,38 @@ def test_deleting_a_trained_dataset_is_409_and_deletes_nothing(staff_api: APICli
     ModelVersion.objects.create(
         dataset=dataset, run=run, number=1, artifact_path="models/d/v1", collection="d.index_v1"
     )
+    queued = TrainingRun.objects.create(dataset=dataset)
     before = (
         db_snapshot(),
         list(TrainingRun.objects.values_list()),
         list(ModelVersion.objects.values_list()),
     )
 
-    # when staff delete it (it was a 500: ProtectedError; found by tests/test_api_fuzz.py)
+    # when staff delete it
     response = staff_api.delete("/api/datasets/d/")
 
-    # then it is refused, says why, and everything is still there
+    # then it is refused, names the run to cancel, and everything is still there (the deletion of a trained
+    # dataset, its index and files: tests/datasets/test_delete.py)
     assert response.status_code == 409
     assert response.json() == {
-        "detail": "dataset 'd' cannot be deleted: its model versions (1) are kept, with their training runs, "
-        "index and model files"
+        "detail": f"dataset 'd' cannot be deleted while its training run {queued.pk} is queued: cancel the run "
+        f"first (POST /api/runs/{queued.pk}/cancel/, or the admin's Cancel action), then delete the dataset "
+        "once it has stopped"
     }
     assert (
         db_snapshot(),
         list(TrainingRun.objects.values_list()),
         list(ModelVersion.objects.values_list()),
     ) == before
+
+
+def test_the_schema_documents_what_deleting_a_dataset_answers(staff_api: APIClient) -> None:
+    schema = staff_api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+
+    delete = schema["paths"]["/api/datasets/{slug}/"]["delete"]
+
+    assert set(delete["responses"]) == {"204", "409", "503"}
+    assert "everything of it" in delete["description"]
 
 
 def test_item_create_bulk_and_delete(staff_api: APIClient) -> None:
