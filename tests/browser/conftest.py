@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 from bench.chromium import CHROMIUM, chromium_launch
 from tests.factories import UserFactory
@@ -45,12 +45,26 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser, live_server: Any) -> Iterator[Page]:
+def csp_refusals() -> list[str]:
+    """What the Content-Security-Policy refused on the test's pages (Chromium reports each on the
+    console). The ``page`` fixture fails the test unless it is empty at the end."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Browser, live_server: Any, csp_refusals: list[str]) -> Iterator[Page]:
     context = browser.new_context(base_url=live_server.url, viewport={"width": 1366, "height": 900})
     context.set_default_timeout(15_000)
     page = context.new_page()
+
+    def on_console(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            csp_refusals.append(f"{page.url}: {message.text}")
+
+    page.on("console", on_console)
     yield page
     context.close()
+    assert not csp_refusals, "the Content-Security-Policy refused:\n" + "\n".join(csp_refusals)
 
 
 @pytest.fixture

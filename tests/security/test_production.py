@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 
 from tests.conftest import REPO
 
@@ -96,7 +97,7 @@ print(json.dumps({
     "login": login.status_code,
     "headers": {h: secure.get(h) for h in (
         "Strict-Transport-Security", "X-Frame-Options", "X-Content-Type-Options", "Referrer-Policy",
-        "Cross-Origin-Opener-Policy")},
+        "Cross-Origin-Opener-Policy", "Content-Security-Policy")},
     "csrf_cookie": {"secure": csrf["secure"], "samesite": csrf["samesite"]},
     "other_host": other_host.status_code,
     "session_cookie": [settings.SESSION_COOKIE_SECURE, settings.SESSION_COOKIE_HTTPONLY],
@@ -120,6 +121,7 @@ def test_production_responses_carry_the_hardening(tmp_path: Path) -> None:
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "same-origin",
         "Cross-Origin-Opener-Policy": "same-origin",
+        "Content-Security-Policy": settings.CONTENT_SECURITY_POLICY,  # tests/browser/test_csp.py: it holds
     }
     assert seen["csrf_cookie"] == {"secure": True, "samesite": "Lax"}
     assert seen["other_host"] == 400  # not in DJANGO_ALLOWED_HOSTS
