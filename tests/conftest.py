@@ -5,12 +5,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import models
 from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from apps.datasets.models import Dataset, Item
+from apps.discovery.models import AnomalyFeedback, AnomalyScore
 from apps.labelling.models import Pair
+from apps.training.models import ModelVersion, TrainingRun
 from tests.factories import UserFactory
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,6 +73,29 @@ def labeller_client(client: Any, labeller: Any) -> Any:
     """Django's test client, logged in as a labeller (pages)."""
     client.force_login(labeller)
     return client
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings: Any) -> None:
+    """Test users are made and logged in by the hundred: the default hasher would cost seconds."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+# Every table that holds something of a dataset (the cascade from Dataset, and what a training adds).
+DATASET_MODELS: tuple[type[models.Model], ...] = (
+    Dataset,
+    Item,
+    Pair,
+    TrainingRun,
+    ModelVersion,
+    AnomalyScore,
+    AnomalyFeedback,
+)
+
+
+def every_row() -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of ``DATASET_MODELS``, by model name."""
+    return {model.__name__: list(model.objects.order_by("id").values_list()) for model in DATASET_MODELS}
 
 
 def db_snapshot() -> dict[str, list[tuple[Any, ...]]]:

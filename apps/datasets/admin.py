@@ -35,6 +35,18 @@ from apps.datasets.signals import (
 _DELETE_REFUSALS = (DatasetDeleteRefused, DatasetDeleteUnavailable)
 
 
+class _GuardedDeleteSelected:
+    """Admin mixin: the bulk "delete selected" action goes through the admin's own ``_delete_selected``,
+    which asks the listeners first and refuses with a message, instead of Django's."""
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            _, name, description = actions["delete_selected"]
+            actions["delete_selected"] = (self._delete_selected, name, description)
+        return actions
+
+
 class DatasetAdminForm(forms.ModelForm):
     class Meta:
         model = Dataset
@@ -52,7 +64,7 @@ class DatasetAdminForm(forms.ModelForm):
 
 
 @admin.register(Dataset)
-class DatasetAdmin(admin.ModelAdmin):
+class DatasetAdmin(_GuardedDeleteSelected, admin.ModelAdmin):
     form = DatasetAdminForm
     list_display = [
         "slug",
@@ -114,13 +126,6 @@ class DatasetAdmin(admin.ModelAdmin):
         except _DELETE_REFUSALS as exc:  # a run started since the check: its transaction rolled back
             self.message_user(request, str(exc), messages.ERROR)
             return HttpResponseRedirect(request.path)
-
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
-        if "delete_selected" in actions:
-            _, name, description = actions["delete_selected"]
-            actions["delete_selected"] = (self._delete_selected, name, description)
-        return actions
 
     def _delete_selected(self, modeladmin: Any, request: HttpRequest, queryset: Any) -> HttpResponse | None:
         # Asked before Django's confirmation page, and again at the confirmation's post: nothing is deleted
@@ -221,7 +226,7 @@ class ItemAdminForm(forms.ModelForm):
 
 
 @admin.register(Item)
-class ItemAdmin(admin.ModelAdmin):
+class ItemAdmin(_GuardedDeleteSelected, admin.ModelAdmin):
     form = ItemAdminForm
     list_display = ["key", "dataset", "label", "short_text", "updated_at"]
     list_filter = ["dataset", HasLabelFilter]
@@ -251,13 +256,6 @@ class ItemAdmin(admin.ModelAdmin):
         if request.method == "POST" and item is not None and not self._can_change(request, [item.dataset_id]):
             return HttpResponseRedirect(request.path)
         return super().delete_view(request, object_id, extra_context)
-
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
-        if "delete_selected" in actions:
-            _, name, description = actions["delete_selected"]
-            actions["delete_selected"] = (self._delete_selected, name, description)
-        return actions
 
     def _delete_selected(self, modeladmin: Any, request: HttpRequest, queryset: Any) -> HttpResponse | None:
         # Asked before Django's confirmation page, and again at the confirmation's post: nothing is deleted

@@ -34,7 +34,7 @@ from apps.labelling.services import pairs_label
 from apps.training import index
 from apps.training.models import ModelVersion, TrainingRun
 from apps.training.services import training_run_cancel, training_run_start
-from tests.conftest import db_snapshot
+from tests.conftest import db_snapshot, every_row
 from tests.discovery.conftest import clinc_slice, fresh_data_dir
 from tests.factories import UserFactory
 from tests.training.conftest import make_dataset, run_to_end
@@ -44,20 +44,6 @@ pytestmark = pytest.mark.django_db
 SLUG = "archived"
 USERS = ("alice", "bob", "carol")
 QUERY = "why is my bank account frozen"
-MODELS: tuple[type[models.Model], ...] = (
-    Dataset,
-    Item,
-    Pair,
-    TrainingRun,
-    ModelVersion,
-    AnomalyFeedback,
-    AnomalyScore,
-)
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
@@ -129,7 +115,7 @@ def state(root: Path) -> dict[str, Any]:
     """Every row of every table an import writes, and every file under the data directory."""
     return {
         "rows": db_snapshot(),
-        **{model.__name__: list(model.objects.order_by("id").values_list()) for model in MODELS},
+        **every_row(),
         "users": list(get_user_model().objects.order_by("id").values_list()),
         "files": sorted(str(p.relative_to(root)) for p in root.rglob("*")),
     }

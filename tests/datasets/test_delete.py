@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.db import models
 from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -31,26 +30,12 @@ from apps.discovery.services import anomaly_feedback_set
 from apps.labelling.models import Pair
 from apps.training import index, services
 from apps.training.models import ModelVersion, TrainingRun
+from tests.conftest import every_row
 from tests.discovery.conftest import fresh_data_dir
 from tests.faults.conftest import closed_port, vector_store_at
 from tests.training.conftest import clinc_records, make_dataset, run_to_end
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-MODELS: tuple[type[models.Model], ...] = (
-    Dataset,
-    Item,
-    Pair,
-    TrainingRun,
-    ModelVersion,
-    AnomalyScore,
-    AnomalyFeedback,
-)
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
@@ -80,7 +65,7 @@ def other(shared_data: Path) -> Dataset:
 
 
 def rows() -> dict[str, list[tuple[Any, ...]]]:
-    return {model.__name__: list(model.objects.order_by("id").values_list()) for model in MODELS}
+    return every_row()
 
 
 def rows_of(slug: str) -> dict[str, int]:

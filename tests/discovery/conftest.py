@@ -31,12 +31,6 @@ from tests.conftest import db_snapshot
 from tests.training.conftest import clinc_records, make_dataset, run_to_end
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings: Any) -> None:
-    """Users are made per test (the API clients); a deliberately slow hasher would dominate the run."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @contextmanager
 def fresh_data_dir(path: Path) -> Iterator[Path]:
     """``SIMAPP_DATA_DIR`` at ``path`` (embedded index, embedding cache, model artifacts) while inside."""

@@ -6,7 +6,6 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import pytest
 from django.test import override_settings
@@ -15,12 +14,6 @@ from apps.training import index
 from bench.host import free_port
 
 PORTS = range(8100, 8200)  # the loopback ports these tests may use
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings: Any) -> None:
-    """Users are made per test (the API clients); a deliberately slow hasher would dominate the run."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def closed_port() -> int:

@@ -8,12 +8,6 @@ from tests.security.routes import sample_values
 from tests.training.conftest import data_dir  # noqa: F401 - a fresh data directory, for the index
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings: Any) -> None:
-    """Every test makes its own users; the deliberately slow default hasher would dominate the run."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def samples(staff_user: Any) -> dict[str, list[str]]:
     """Values for the parameters of every URL pattern, with real objects behind them."""
