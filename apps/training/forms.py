@@ -35,7 +35,10 @@ class RetrainForm(forms.Form):
         required=False,
         min_value=1e-7,
         max_value=1.0,
-        help_text=f"Peak of the one-cycle schedule; blank: {DEFAULT_GROUP_LR:g} for labels, {DEFAULT_PAIR_LR:g} for pairs.",
+        help_text=(
+            f"Peak of the one-cycle schedule; blank: {DEFAULT_GROUP_LR:g} for labels, "
+            f"{DEFAULT_PAIR_LR:g} for pairs."
+        ),
     )
     batch_size = forms.IntegerField(
         label="Batch size",

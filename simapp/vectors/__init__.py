@@ -1,7 +1,8 @@
 """Django-free vector-index layer: one small protocol (``VectorStore``), two backends, and the index
 lifecycle (build a version, check it, switch the alias, prune) on top.
 
-Depends on numpy, qdrant-client (imported only when a server is used) and qdrant-edge-py only. See ``types`` for what scores mean.
+Depends on numpy, qdrant-client (imported only when a server is used) and qdrant-edge-py only. See
+``types`` for what scores mean.
 """
 
 from __future__ import annotations
