@@ -334,6 +334,8 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict[str, Any]:
         # could point at the very collection this version builds, which build_and_activate refuses.
         for name in sorted(collection_versions(store, alias).values()):
             store.drop(name)
+    # Read before anything of the version is written: a store that fails here leaves no row nor files.
+    previous = store.get_alias(alias)
     relative = Path("models") / dataset.slug / f"v{number}"  # under DATA_DIR, so the directory can move
     artifact = Path(settings.DATA_DIR) / relative
     if artifact.exists():  # left over by a run that died before recording its version
@@ -347,7 +349,6 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict[str, Any]:
         collection=index_collection(dataset, number),
         metrics=metrics,
     )
-    previous = store.get_alias(alias)
     build: Any = None  # set once the new index is built and the alias has moved to it
     try:
         laps.lap("save")

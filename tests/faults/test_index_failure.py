@@ -180,3 +180,26 @@ def test_a_version_whose_run_died_while_indexing_can_never_serve(
 
 def v1_ids(dataset: Any) -> list[int]:
     return list(dataset.items.order_by("id").values_list("id", flat=True))
+
+
+class AliasLostStore(FailingStore):
+    """The real store, except that reading the alias fails: Qdrant gone just as the run saves its model."""
+
+    def get_alias(self, alias: str) -> str | None:
+        raise VectorStoreUnavailable(LOST)
+
+
+def test_a_store_lost_before_the_build_leaves_no_version_nor_model_files(served: Any, tmp_path: Path) -> None:
+    real = index.vector_store()
+    index._store = AliasLostStore(real, collection=NEW, after=0)  # the wrapper of the tests above
+    try:
+        run = run_to_end(served, head="identity")
+    finally:
+        index._store = real
+
+    assert (run.status, run.error) == ("failed", f"VectorStoreUnavailable: {LOST}")
+    assert versions() == [(1, True)]  # no row of a version that could never be built
+    assert not (tmp_path / "models" / "clinc" / "v2").exists()
+    assert real.get_alias("clinc.index") == "clinc.index_v1"
+    again = run_to_end(served, head="identity")
+    assert (again.status, versions()) == ("succeeded", [(1, False), (2, True)])  # v2, not v3
