@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import models
-from django.test import Client
+from django.test import Client, override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -76,9 +77,11 @@ def labeller_client(client: Any, labeller: Any) -> Any:
 
 
 @pytest.fixture(autouse=True)
-def fast_password_hashing(settings: Any) -> None:
-    """Test users are made and logged in by the hundred: the default hasher would cost seconds."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+def fast_password_hashing() -> Iterator[None]:
+    """Test users are made and logged in by the hundred: the default hasher would cost seconds. (Not
+    through pytest-django's ``settings`` fixture: some tests have a parameter of that name.)"""
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
 
 
 # Every table that holds something of a dataset (the cascade from Dataset, and what a training adds).
