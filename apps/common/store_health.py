@@ -42,6 +42,13 @@ _lock = threading.Lock()  # held while probing: one probe at a time per process
 _answer: _Answer | None = None
 
 
+def forget() -> None:
+    """Drop the remembered answer: the next question probes the store again (a store re-pointed at
+    another server on the same address, as the fault tests do)."""
+    global _answer
+    _answer = None
+
+
 def vector_store_problem() -> str | None:
     """Why the vector store cannot be used right now (its error), or None when it answered lately."""
     global _answer

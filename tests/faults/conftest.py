@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import pytest
 from django.test import override_settings
 
+from apps.common import store_health
 from apps.training import index
 from bench.host import free_port
 
@@ -53,13 +54,17 @@ class HungServer:
 
 @contextmanager
 def vector_store_at(url: str) -> Iterator[str]:
-    """The process's vector store is the Qdrant server at ``url`` while inside; the embedded one after."""
+    """The process's vector store is the Qdrant server at ``url`` while inside; the embedded one after.
+    What the pages remember of the store's health is forgotten both ways: ``closed_port`` hands out the
+    same port again, to a server that may answer differently."""
     index.vector_store_close()
+    store_health.forget()
     try:
         with override_settings(QDRANT_URL=url):
             yield url
     finally:
         index.vector_store_close()
+        store_health.forget()
 
 
 @pytest.fixture
