@@ -11,13 +11,11 @@ Transactional tests, so that each deletion really commits and its after-commit c
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
@@ -30,18 +28,11 @@ from apps.discovery.services import anomaly_feedback_set
 from apps.labelling.models import Pair
 from apps.training import index, services
 from apps.training.models import ModelVersion, TrainingRun
-from tests.conftest import every_row
-from tests.discovery.conftest import fresh_data_dir
+from tests.conftest import every_row, session_client
 from tests.faults.conftest import closed_port, vector_store_at
 from tests.training.conftest import clinc_records, make_dataset, run_to_end
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    with fresh_data_dir(tmp_path) as path:
-        yield path
 
 
 def trained(slug: str, records: list[ItemRecord], *, runs: int = 1, **config: Any) -> Dataset:
@@ -62,10 +53,6 @@ def tiny(shared_data: Path, **kwargs: Any) -> Dataset:
 def other(shared_data: Path) -> Dataset:
     """Another trained dataset, which no deletion of ``tiny`` may touch."""
     return trained("other", clinc_records(shared_data, intents=2, per_intent=3, split="val"))
-
-
-def rows() -> dict[str, list[tuple[Any, ...]]]:
-    return every_row()
 
 
 def rows_of(slug: str) -> dict[str, int]:
@@ -106,7 +93,7 @@ def files(data_dir: Path) -> dict[str, int]:
 
 def everything(data_dir: Path) -> dict[str, Any]:
     """Rows, index and files: what a refused deletion must leave exactly as it was."""
-    return {"rows": rows(), "index": index_state("tiny", "other"), "files": files(data_dir)}
+    return {"rows": every_row(), "index": index_state("tiny", "other"), "files": files(data_dir)}
 
 
 def without(found: dict[str, int], slug: str) -> dict[str, int]:
@@ -330,8 +317,7 @@ def test_the_admin_deletes_a_trained_dataset_with_everything_of_it(
         "index": index_state("other", leave_out="tiny"),
         "files": files(data_dir),
     }
-    client = Client()
-    client.force_login(staff_user)
+    client = session_client(staff_user)
     url = reverse("admin:datasets_dataset_delete", args=[dataset.pk])
 
     page = client.get(url)
@@ -358,8 +344,7 @@ def test_the_admin_deletes_selected_datasets_trained_or_not(
 ) -> None:
     trained_one = tiny(shared_data)
     bare = make_dataset("bare", _val(shared_data))
-    client = Client()
-    client.force_login(staff_user)
+    client = session_client(staff_user)
     action = {"action": "delete_selected", "_selected_action": [trained_one.pk, bare.pk]}
 
     confirm = client.post(reverse("admin:datasets_dataset_changelist"), action)
@@ -391,8 +376,7 @@ def test_the_admin_refuses_to_delete_a_dataset_that_trains_says_why_and_changes_
     dataset = tiny(shared_data)
     bare = make_dataset("bare", _val(shared_data))
     run = services.training_run_start(dataset=dataset, config={"head": "identity"}, enqueue=False).run
-    client = Client()
-    client.force_login(staff_user)
+    client = session_client(staff_user)
     before = everything(data_dir)
     message = (
         f"dataset 'tiny' cannot be deleted while its training run {run.pk} is queued: cancel the run first"
