@@ -34,14 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.host import machine
+from bench.host import SERVICE_VARIABLES, machine
 
 REPO = Path(__file__).resolve().parent.parent
 # The demo must run on the embedded defaults, whatever this shell has configured.
 _CLEARED = (
-    "DATABASE_URL",
-    "CELERY_BROKER_URL",
-    "QDRANT_URL",
+    *SERVICE_VARIABLES,
     "QDRANT_API_KEY",
     "SIMAPP_DATA_DIR",
     "VIRTUAL_ENV",

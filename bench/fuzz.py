@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.database import throwaway_database
-from bench.host import machine
+from bench.host import SERVICE_VARIABLES, machine
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SIMAPP_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -39,13 +39,13 @@ SHARED = Path(os.environ.get("SIMAPP_SHARED_DATA", REPO.parent / "shared" / "dat
 
 def django_setup(data_dir: Path, database_url: str | None) -> Callable[[], None]:
     """Start Django on ``data_dir`` and a fresh database; returns what drops that database again."""
-    for name in ("DATABASE_URL", "CELERY_BROKER_URL", "QDRANT_URL"):
+    for name in SERVICE_VARIABLES:
         os.environ.pop(name, None)
     if database_url:
         os.environ["DATABASE_URL"] = database_url
     os.environ["SIMAPP_DATA_DIR"] = str(data_dir)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "simapp.settings")
-    return throwaway_database()[1]  # without a URL, the SQLite file in data_dir: removed with it
+    return throwaway_database()[1]  # without a URL, the SQLite file in data_dir, kept with it to look at
 
 
 def main() -> None:

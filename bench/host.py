@@ -12,6 +12,14 @@ import subprocess
 import time
 from pathlib import Path
 
+# The settings that point the product at servers; without them it runs on SQLite and embedded Qdrant.
+SERVICE_VARIABLES = ("DATABASE_URL", "CELERY_BROKER_URL", "QDRANT_URL")
+
+
+def embedded_env() -> dict[str, str]:
+    """This process's environment without ``SERVICE_VARIABLES``: for a process on the embedded defaults."""
+    return {name: value for name, value in os.environ.items() if name not in SERVICE_VARIABLES}
+
 
 def machine() -> str:
     """Cores, CPU model, memory and Python version, as the benchmarks report them."""

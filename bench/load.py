@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.database import throwaway_database
+from bench.database import database_url, throwaway_database
 from bench.host import free_port, healthz_wait
 
 REPO = Path(__file__).resolve().parent.parent
@@ -152,15 +152,6 @@ def stored(plan: Plan) -> dict[str, Any]:
         "pairs_unexpected": len(rows - expected),
         "runs": TrainingRun.objects.filter(dataset__slug=plan.slug).count(),
     }
-
-
-def database_url(settings_dict: dict[str, Any]) -> str:
-    """A ``DATABASE_URL`` for another process that opens the database of ``settings_dict``."""
-    if settings_dict["ENGINE"] == "django.db.backends.sqlite3":
-        return f"sqlite:///{settings_dict['NAME']}"
-    auth = settings_dict["USER"] + (f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else "")
-    host = settings_dict.get("HOST") or "127.0.0.1"
-    return f"postgres://{auth}@{host}:{settings_dict.get('PORT') or 5432}/{settings_dict['NAME']}"
 
 
 # -- the server -----------------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.host import embedded_env
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SIMAPP_SHARED_DATA", REPO.parent / "shared" / "data"))
 CLINC = SHARED / "clinc150" / "data_full_train_val.json"
@@ -51,9 +53,7 @@ def main() -> None:
 
     load_before = os.getloadavg()[0]
     data_dir = Path(tempfile.mkdtemp(prefix="simapp-bench-pipeline-"))
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "QDRANT_URL")
-    }
+    env = embedded_env()
     env["SIMAPP_DATA_DIR"] = str(data_dir)
     manage(env, "migrate", "-v0")
     import_s, _ = manage(

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.host import machine
+from bench.host import SERVICE_VARIABLES, machine
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SIMAPP_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -48,7 +48,7 @@ SEED = 0
 
 def django_setup(data_dir: Path) -> None:
     """Point the product at a fresh data directory (SQLite file, embedded index), then start Django."""
-    for name in ("DATABASE_URL", "CELERY_BROKER_URL", "QDRANT_URL"):
+    for name in SERVICE_VARIABLES:
         os.environ.pop(name, None)
     os.environ["SIMAPP_DATA_DIR"] = str(data_dir)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "simapp.settings")

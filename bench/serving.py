@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.host import healthz_wait
+from bench.host import embedded_env, healthz_wait
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SIMAPP_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -122,9 +122,7 @@ def free_port() -> int:
 
 
 def serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "QDRANT_URL")
-    }
+    env = embedded_env()
     env |= {
         "SIMAPP_DATA_DIR": str(data_dir),
         "DJANGO_DEBUG": "0",

@@ -25,6 +25,7 @@ from rest_framework.test import APIClient
 from apps.training import services
 from apps.training.index import index_alias, vector_store, vector_store_close
 from apps.training.models import ModelVersion, TrainingRun
+from bench.database import database_url
 from simapp.celery import app as celery_app
 from tests.conftest import REPO, celery_connections_reset
 from tests.training.conftest import clinc_records, make_dataset
@@ -53,14 +54,6 @@ def broker() -> Iterator[str]:
     client.flushdb()
 
 
-def worker_database_url() -> str:
-    db = settings.DATABASES["default"]
-    if db["ENGINE"] == "django.db.backends.sqlite3":
-        return f"sqlite:///{db['NAME']}"
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 @pytest.fixture
 def start_worker(broker: str, data_dir: Path, tmp_path: Path) -> Iterator[Any]:
     """Starts real worker processes (as many as a test asks for) and stops any still running at the end."""
@@ -68,7 +61,7 @@ def start_worker(broker: str, data_dir: Path, tmp_path: Path) -> Iterator[Any]:
         "CELERY_BROKER_URL": broker,
         "SIMAPP_WORKER_OWNS_STORE": "1",
         "SIMAPP_DATA_DIR": str(data_dir),
-        "DATABASE_URL": worker_database_url(),
+        "DATABASE_URL": database_url(settings.DATABASES["default"]),
         "SIMAPP_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_INTERVAL_S),
     }
     env.pop("QDRANT_URL", None)
