@@ -18,6 +18,7 @@ from apps.datasets.models import Dataset, Item
 from apps.training.encoding import encode_items, text_encoder
 from apps.training.models import ModelVersion
 from simapp.learning import Encoder, SimilarityModel
+from simapp.learning.model import MODEL_FILE
 from simapp.vectors import (
     IndexParams,
     Point,
@@ -69,6 +70,13 @@ def index_collection(dataset: Dataset, number: int) -> str:
     return collection_name(index_alias(dataset), number)
 
 
+def model_dir(slug: str, number: int | None = None) -> Path:
+    """Where a dataset's model files go, relative to ``DATA_DIR`` (so the directory can move):
+    ``models/<slug>`` holds every version's, version N's are in ``models/<slug>/v<N>``."""
+    own = Path("models") / slug
+    return own if number is None else own / f"v{number}"
+
+
 def index_collections(*, dataset: Dataset) -> set[str]:
     return set(collection_versions(vector_store(), index_alias(dataset)).values())
 
@@ -90,7 +98,7 @@ def active_model(dataset: Dataset) -> tuple[ModelVersion, SimilarityModel] | Non
     path = Path(settings.DATA_DIR) / version.artifact_path  # relative paths resolve under DATA_DIR
     # Keyed by the files' time too: a restore (or a retrain of a dataset deleted and created again under
     # its slug) puts other model files at the same path.
-    key = f"{path}@{(path / 'model.json').stat().st_mtime_ns}"
+    key = f"{path}@{(path / MODEL_FILE).stat().st_mtime_ns}"
     with _models_lock:
         model = _models.get(key)
         if model is None:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from apps.discovery import services as discovery
 from apps.labelling.models import Pair
 from apps.training import services
 from apps.training.encoding import dataset_encoder, encode_items, indexed_fields, store_distance
-from apps.training.index import index_alias, index_collection, index_items_upsert, vector_store
+from apps.training.index import index_alias, index_collection, index_items_upsert, model_dir, vector_store
 from apps.training.models import ModelVersion, TrainingRun
 from simapp.learning import (
     GroupData,
@@ -43,6 +44,7 @@ from simapp.learning import (
 )
 from simapp.learning import Progress as TrainProgress
 from simapp.vectors import (
+    BuildResult,
     Point,
     VectorStoreError,
     build_and_activate,
@@ -336,7 +338,7 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict[str, Any]:
             store.drop(name)
     # Read before anything of the version is written: a store that fails here leaves no row nor files.
     previous = store.get_alias(alias)
-    relative = Path("models") / dataset.slug / f"v{number}"  # under DATA_DIR, so the directory can move
+    relative = model_dir(dataset.slug, number)
     artifact = Path(settings.DATA_DIR) / relative
     if artifact.exists():  # left over by a run that died before recording its version
         shutil.rmtree(artifact)
@@ -354,7 +356,7 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict[str, Any]:
         laps.lap("save")
         final = model.embed(vectors)  # (N, D) float32, normalised for cosine
         laps.lap("embed")
-        build = _build_index(dataset, version, rows, final, model.distance, reporter)
+        build = version_index_build(dataset, version, rows, final, model.distance, reporter)
         laps.lap("index")
         # Before the version serves: its "unknown" threshold and every item's anomaly score.
         reporter.report(Stage.ACTIVATE, 0, 1)
@@ -380,17 +382,7 @@ def _execute(run: TrainingRun, reporter: RunReporter) -> dict[str, Any]:
                 )
             ModelVersion.objects.filter(dataset=dataset, is_active=True).update(is_active=False)
             ModelVersion.objects.filter(pk=version.pk).update(is_active=True, activated_at=timezone.now())
-        # Items that arrived while this run worked went into the previous index: give them this model.
-        late = list(
-            Item.objects.filter(dataset=dataset, updated_at__gte=snapshot_at).values_list("id", flat=True)
-        )
-        index_items_upsert(dataset=dataset, item_ids=late)
-        # Items deleted while this run worked left the previous index only; the new one was built from
-        # the snapshot and still holds them.
-        remaining = set(Item.objects.filter(dataset=dataset).values_list("id", flat=True))
-        gone = [item_id for item_id in rows.ids if item_id not in remaining]
-        if gone:
-            store.delete(alias, [point_id(item_id) for item_id in gone])
+        version_index_reconcile(dataset, rows, since=snapshot_at)
         reporter.report(Stage.ACTIVATE, 1, 1)
     except BaseException:
         try:
@@ -450,14 +442,23 @@ def _training_data(dataset: Dataset, rows: ItemRows, vectors: np.ndarray) -> Gro
     return PairData(vectors, [(a, b) for a, b, _ in index], [s for _, _, s in index])
 
 
-def _build_index(
+def version_index_build(
     dataset: Dataset,
     version: ModelVersion,
     rows: ItemRows,
     final: np.ndarray,
     distance: str,
-    reporter: RunReporter,
-) -> Any:
+    reporter: RunReporter | None = None,
+    *,
+    before_activate: Callable[[], None] | None = None,
+) -> BuildResult:
+    """Build the version's collection from the snapshot ``rows`` (embedded as ``final``, (N, D)) and point
+    the dataset's alias at it.
+
+    ``reporter``: the run's, for progress and cancels. ``before_activate``: called once the collection has
+    passed its checks, just before the alias moves; raising there drops the new collection and leaves the
+    alias as it was.
+    """
     total = len(rows.ids)
 
     def points() -> Any:
@@ -476,13 +477,16 @@ def _build_index(
             return points()
 
     def on_index_progress(p: IndexProgress) -> None:
-        # Upload is the bulk of the work; the other steps are shown at the stage's end.
-        done = p.done if p.stage == "upload" else total
-        reporter.report(Stage.INDEX, min(done, total), total)
-        if p.stage in ("upload", "optimize", "verify") or (p.stage == "activate" and p.done == 0):
-            # Raising here makes build_and_activate drop the half-built collection. Once the alias has
-            # switched ("activate" done, "prune"), the new version serves: a late cancel is ignored.
-            reporter.check()
+        if reporter is not None:
+            # Upload is the bulk of the work; the other steps are shown at the stage's end.
+            done = p.done if p.stage == "upload" else total
+            reporter.report(Stage.INDEX, min(done, total), total)
+            if p.stage in ("upload", "optimize", "verify") or (p.stage == "activate" and p.done == 0):
+                # Raising here makes build_and_activate drop the half-built collection. Once the alias has
+                # switched ("activate" done, "prune"), the new version serves: a late cancel is ignored.
+                reporter.check()
+        if before_activate is not None and p.stage == "activate" and p.done == 0:
+            before_activate()
 
     return build_and_activate(
         vector_store(),
@@ -495,3 +499,19 @@ def _build_index(
         keep=settings.SIMAPP_INDEX_KEEP,
         on_progress=on_index_progress,
     )
+
+
+def version_index_reconcile(dataset: Dataset, rows: ItemRows, *, since: datetime) -> None:
+    """Bring the dataset's index, just built from the snapshot ``rows`` taken at ``since``, up to date with
+    the items written and deleted meanwhile.
+
+    Items written since went into the previous index (or none): they are embedded with the active model.
+    Items deleted since left the previous index only; the new one was built from the snapshot and still
+    holds them.
+    """
+    late = list(Item.objects.filter(dataset=dataset, updated_at__gte=since).values_list("id", flat=True))
+    index_items_upsert(dataset=dataset, item_ids=late)
+    remaining = set(Item.objects.filter(dataset=dataset).values_list("id", flat=True))
+    gone = [item_id for item_id in rows.ids if item_id not in remaining]
+    if gone:
+        vector_store().delete(index_alias(dataset), [point_id(item_id) for item_id in gone])

@@ -11,19 +11,18 @@ scores and the "unknown" calibration are rows of the database and come back with
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 
 from apps.datasets.models import Dataset
-from apps.training.encoding import encode_items, indexed_fields, store_distance
+from apps.training.encoding import encode_items
 from apps.training.index import index_alias, model_encoder, vector_store
 from apps.training.models import ModelVersion
-from apps.training.pipeline import ItemRows
+from apps.training.pipeline import ItemRows, version_index_build, version_index_reconcile
 from simapp.learning import SimilarityModel
-from simapp.vectors import BuildResult, Point, build_and_activate, make_payload, point_id
-
-MODEL_FILE = "model.json"
+from simapp.learning.model import MODEL_FILE
+from simapp.vectors import BuildResult
 
 
 class IndexRestoreRefused(ValueError):
@@ -57,6 +56,9 @@ def dataset_index_restore(*, dataset: Dataset, version_id: int | None = None) ->
     Meant for a dataset whose index is missing or stale: a collection of the version's name is replaced
     (after a restore it holds another database's ids), so the dataset does not serve while this runs.
     ``version_id``: go on only while that version is still the active one (a job queued at restore time).
+    Items written or deleted while this runs are brought into the new index afterwards, as a retrain does.
+    A version that stops being the active one meanwhile (a retrain activated a newer one) does not get the
+    alias: the rebuild raises ``IndexRestoreRefused`` just before the switch, dropping what it built.
     """
     version = index_restore_version(dataset=dataset)
     if version_id is not None and version.pk != version_id:
@@ -64,6 +66,7 @@ def dataset_index_restore(*, dataset: Dataset, version_id: int | None = None) ->
             f"dataset '{dataset.slug}' serves v{version.number} now, not the version this rebuild was for"
         )
     model = SimilarityModel.load(Path(settings.DATA_DIR) / version.artifact_path)
+    snapshot_at = timezone.now()  # before the items are read, as a retrain takes its snapshot
     rows = ItemRows.of(dataset)
     encoded, _ = encode_items(model_encoder(dataset, model), rows)
     final = model.embed(encoded)  # (N, D)
@@ -72,28 +75,16 @@ def dataset_index_restore(*, dataset: Dataset, version_id: int | None = None) ->
         # build_and_activate never replaces the collection its alias points at; this one is stale.
         store.drop(version.collection)
 
-    class _Points:
-        def __len__(self) -> int:
-            return len(rows.ids)
+    def still_active() -> None:
+        if not ModelVersion.objects.filter(pk=version.pk, is_active=True).exists():
+            raise IndexRestoreRefused(
+                f"dataset '{dataset.slug}' stopped serving v{version.number} while its index was rebuilt; "
+                f"the index of the version it serves now was left alone"
+            )
 
-        def __iter__(self) -> Any:
-            for i, item_id in enumerate(rows.ids):
-                yield Point(
-                    id=point_id(item_id),
-                    vector=final[i],
-                    payload=make_payload(rows.keys[i], rows.labels[i] or None, rows.metadata[i]),
-                )
-
-    return build_and_activate(
-        store,
-        alias=alias,
-        collection=version.collection,
-        dim=int(final.shape[1]),
-        distance=store_distance(model.distance),
-        points=_Points(),
-        indexed_fields=indexed_fields(rows.metadata),
-        keep=settings.SIMAPP_INDEX_KEEP,
-    )
+    build = version_index_build(dataset, version, rows, final, model.distance, before_activate=still_active)
+    version_index_reconcile(dataset, rows, since=snapshot_at)
+    return build
 
 
 def index_restore_job(*, dataset_id: int, version_id: int) -> None:

@@ -331,7 +331,9 @@ def dataset_index_drop(
     """
     if alias is not None:
         _collections_drop(slug=slug, alias=alias, collections=collections)
-    own = (Path(settings.DATA_DIR) / "models" / slug).resolve()  # where the pipeline and restores put them
+    from apps.training.index import model_dir
+
+    own = (Path(settings.DATA_DIR) / model_dir(slug)).resolve()  # where the pipeline and restores put them
     for relative in artifacts:
         path = (Path(settings.DATA_DIR) / relative).resolve()
         if path != own and own not in path.parents:
