@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
+import re
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 from rest_framework import parsers, permissions, serializers, status
-from rest_framework.exceptions import APIException, ParseError, ValidationError
+from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.parsers import get_encoding
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from apps.common.limits import upload_limit_bytes as upload_limit_bytes  # re-exported for the views
 from apps.common.limits import upload_too_large
 from apps.datasets.formats import DataFormatError
-from apps.datasets.signals import DatasetDeleteUnavailable, ItemsChangeUnavailable
+from apps.datasets.signals import DatasetDeleteRefused, DatasetDeleteUnavailable, ItemsChangeUnavailable
 from apps.discovery.services import DiscoveryError
 from apps.training.index import NoActiveModel
 from apps.training.jobs import JobsUnavailable
@@ -42,18 +45,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(
             {"detail": f"the vector store is unavailable: {exc}"}, status=status.HTTP_503_SERVICE_UNAVAILABLE
         )
-    if isinstance(exc, NoActiveModel):
+    if isinstance(exc, NoActiveModel | DatasetDeleteRefused):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, (JobsUnavailable, ItemsChangeUnavailable, DatasetDeleteUnavailable)):
         return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
     return drf_exception_handler(exc, context)
 
 
-class Conflict(APIException):
-    """The request is valid but the resource's state refuses it (409), e.g. deleting a dataset that trains."""
-
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "conflict"
+# The start of a JSON escape "\\uD800" to "\\uDFFF" (a UTF-16 surrogate); after an escaped backslash it is
+# no escape, but a false hit only costs the full check.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class JSONParser(parsers.JSONParser):
@@ -62,10 +63,16 @@ class JSONParser(parsers.JSONParser):
     is no Unicode text: no database stores it, and a response that echoes it cannot be encoded."""
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        raw = stream.read()  # json.load reads the whole body too
         try:
-            data = super().parse(stream, media_type, parser_context)
+            data = super().parse(io.BytesIO(raw), media_type, parser_context)
         except RecursionError:
             raise ParseError("JSON parse error - nested too deeply") from None
+        # UTF-8 cannot carry a lone surrogate, so in a UTF-8 body only an escape can spell one: most bodies
+        # skip the full check.
+        utf8 = codecs.lookup(get_encoding(parser_context or {})).name == "utf-8"
+        if utf8 and not _SURROGATE_ESCAPE.search(raw):
+            return data
         try:
             json.dumps(data, ensure_ascii=False).encode("utf-8")  # one pass in C over every key and string
         except UnicodeEncodeError as exc:

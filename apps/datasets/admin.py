@@ -8,6 +8,7 @@ from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.utils import NestedObjects
 from django.contrib.auth import get_permission_codename
 from django.db import router, transaction
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
@@ -31,13 +32,19 @@ from apps.datasets.signals import (
     items_will_change,
 )
 
-# Why a dataset cannot be deleted now (a run of it trains; its index cannot be reached).
-_DELETE_REFUSALS = (DatasetDeleteRefused, DatasetDeleteUnavailable)
 
+class _GuardedDelete:
+    """Admin mixin: deleting one row (``delete_view``) or the selected ones (the "delete selected" action)
+    asks the listeners first (``check_delete``) and refuses with a message, instead of Django's page. A
+    refusal that comes only from the deletion itself (the state changed since the check) rolls it back,
+    all of it, and is said the same way."""
 
-class _GuardedDeleteSelected:
-    """Admin mixin: the bulk "delete selected" action goes through the admin's own ``_delete_selected``,
-    which asks the listeners first and refuses with a message, instead of Django's."""
+    # What ``check_delete`` and the deleting services raise to refuse.
+    delete_refusals: tuple[type[Exception], ...] = ()
+
+    def check_delete(self, request: HttpRequest, objs: Any) -> None:
+        """Raise one of ``delete_refusals`` unless ``objs`` (a list or a queryset) may be deleted now."""
+        raise NotImplementedError
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         actions = super().get_actions(request)
@@ -45,6 +52,38 @@ class _GuardedDeleteSelected:
             _, name, description = actions["delete_selected"]
             actions["delete_selected"] = (self._delete_selected, name, description)
         return actions
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
+        obj = self.get_object(request, object_id)
+        if request.method == "POST" and obj is not None and not self._may_delete(request, [obj]):
+            return HttpResponseRedirect(request.path)
+        try:
+            # Django's delete_view runs in a transaction: a late refusal rolls it back.
+            return super().delete_view(request, object_id, extra_context)
+        except self.delete_refusals as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(request.path)
+
+    def _delete_selected(self, modeladmin: Any, request: HttpRequest, queryset: Any) -> HttpResponse | None:
+        # Asked before Django's confirmation page, and again at the confirmation's post: nothing is deleted
+        # (and no "deleted" message shown) while one of them cannot go. All or nothing.
+        if not self._may_delete(request, queryset):
+            return None
+        try:
+            with transaction.atomic(using=router.db_for_write(queryset.model)):
+                return delete_selected(modeladmin, request, queryset)
+        except self.delete_refusals as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return None
+
+    def _may_delete(self, request: HttpRequest, objs: Any) -> bool:
+        """Whether ``check_delete`` lets ``objs`` be deleted now; else says why."""
+        try:
+            self.check_delete(request, objs)
+        except self.delete_refusals as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return False
+        return True
 
 
 class DatasetAdminForm(forms.ModelForm):
@@ -64,7 +103,7 @@ class DatasetAdminForm(forms.ModelForm):
 
 
 @admin.register(Dataset)
-class DatasetAdmin(_GuardedDeleteSelected, admin.ModelAdmin):
+class DatasetAdmin(_GuardedDelete, admin.ModelAdmin):
     form = DatasetAdminForm
     list_display = [
         "slug",
@@ -117,37 +156,12 @@ class DatasetAdmin(_GuardedDeleteSelected, admin.ModelAdmin):
 
     # -- deleting: through dataset_delete, which takes the runs, versions, index and model files along ------
 
-    def delete_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
-        dataset = self.get_object(request, object_id)
-        if request.method == "POST" and dataset is not None and not self._can_delete(request, [dataset]):
-            return HttpResponseRedirect(request.path)
-        try:
-            return super().delete_view(request, object_id, extra_context)
-        except _DELETE_REFUSALS as exc:  # a run started since the check: its transaction rolled back
-            self.message_user(request, str(exc), messages.ERROR)
-            return HttpResponseRedirect(request.path)
+    # Why a dataset cannot be deleted now: a run of it trains; its index cannot be reached.
+    delete_refusals = (DatasetDeleteRefused, DatasetDeleteUnavailable)
 
-    def _delete_selected(self, modeladmin: Any, request: HttpRequest, queryset: Any) -> HttpResponse | None:
-        # Asked before Django's confirmation page, and again at the confirmation's post: nothing is deleted
-        # (and no "deleted" message shown) while one of the datasets cannot go. All or nothing.
-        if not self._can_delete(request, queryset):
-            return None
-        try:
-            with transaction.atomic(using=router.db_for_write(Dataset)):
-                return delete_selected(modeladmin, request, queryset)
-        except _DELETE_REFUSALS as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return None
-
-    def _can_delete(self, request: HttpRequest, datasets: Any) -> bool:
-        """Whether every listener lets these datasets be deleted now; else says why."""
-        try:
-            for dataset in datasets:
-                dataset_will_be_deleted.send(sender=Dataset, dataset=dataset)
-        except _DELETE_REFUSALS as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return False
-        return True
+    def check_delete(self, request: HttpRequest, objs: Any) -> None:
+        for dataset in objs:
+            dataset_will_be_deleted.send(sender=Dataset, dataset=dataset)
 
     def delete_model(self, request: HttpRequest, obj: Dataset) -> None:
         dataset_delete(dataset=obj)
@@ -226,7 +240,7 @@ class ItemAdminForm(forms.ModelForm):
 
 
 @admin.register(Item)
-class ItemAdmin(_GuardedDeleteSelected, admin.ModelAdmin):
+class ItemAdmin(_GuardedDelete, admin.ModelAdmin):
     form = ItemAdminForm
     list_display = ["key", "dataset", "label", "short_text", "updated_at"]
     list_filter = ["dataset", HasLabelFilter]
@@ -251,28 +265,16 @@ class ItemAdmin(_GuardedDeleteSelected, admin.ModelAdmin):
         # Listeners (the active index) learn of the edit like of any import.
         transaction.on_commit(lambda: items_changed.send(sender=Item, dataset=obj.dataset, item_ids=[obj.pk]))
 
-    def delete_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
-        item = self.get_object(request, object_id)
-        if request.method == "POST" and item is not None and not self._can_change(request, [item.dataset_id]):
-            return HttpResponseRedirect(request.path)
-        return super().delete_view(request, object_id, extra_context)
+    # Why items cannot be deleted now: a listener (the active index) cannot follow the change.
+    delete_refusals = (ItemsChangeUnavailable,)
 
-    def _delete_selected(self, modeladmin: Any, request: HttpRequest, queryset: Any) -> HttpResponse | None:
-        # Asked before Django's confirmation page, and again at the confirmation's post: nothing is deleted
-        # (and no "deleted" message shown) while a listener cannot follow the deletion.
-        if not self._can_change(request, queryset.values_list("dataset_id", flat=True).distinct()):
-            return None
-        return delete_selected(modeladmin, request, queryset)
-
-    def _can_change(self, request: HttpRequest, dataset_ids: Any) -> bool:
-        """Whether every listener can follow a change to these datasets' items now; else says why."""
-        try:
-            for dataset in Dataset.objects.filter(pk__in=list(dataset_ids)):
-                items_will_change.send(sender=Item, dataset=dataset)
-        except ItemsChangeUnavailable as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return False
-        return True
+    def check_delete(self, request: HttpRequest, objs: Any) -> None:
+        if isinstance(objs, QuerySet):
+            dataset_ids = list(objs.values_list("dataset_id", flat=True).distinct())
+        else:
+            dataset_ids = [item.dataset_id for item in objs]
+        for dataset in Dataset.objects.filter(pk__in=dataset_ids):
+            items_will_change.send(sender=Item, dataset=dataset)
 
     def delete_model(self, request: HttpRequest, obj: Item) -> None:
         items_delete(dataset=obj.dataset, item_ids=[obj.pk])

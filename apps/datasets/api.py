@@ -24,7 +24,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.common.api import (
-    Conflict,
     IsStaffOrReadOnly,
     StrictFloatField,
     check_query_string,
@@ -39,10 +38,10 @@ from apps.datasets.formats import (
     ColumnNames,
     ItemRecord,
     derived_key,
+    vector_numbers,
 )
 from apps.datasets.models import Dataset, Item
 from apps.datasets.options import DatasetOptions
-from apps.datasets.signals import DatasetDeleteRefused
 from apps.labelling.models import Pair
 from apps.labelling.options import LabellingOptions
 
@@ -149,11 +148,9 @@ class DatasetViewSet(viewsets.ModelViewSet):
         serializer.instance = selectors.dataset_get(slug=dataset.slug)
 
     def perform_destroy(self, instance: Dataset) -> None:
-        # DatasetDeleteUnavailable (the vector store is down) is a 503 through the exception handler.
-        try:
-            services.dataset_delete(dataset=instance)
-        except DatasetDeleteRefused as exc:
-            raise Conflict(str(exc)) from None
+        # Through the exception handler, DatasetDeleteRefused (a run trains on it) is a 409 and
+        # DatasetDeleteUnavailable (the vector store is down) a 503.
+        services.dataset_delete(dataset=instance)
 
 
 class ItemSerializer(serializers.ModelSerializer):
@@ -191,6 +188,8 @@ def _item_records(rows: list[dict[str, Any]]) -> list[ItemRecord]:
     records = []
     for number, row in enumerate(rows, start=1):
         text, vector = row.get("text", ""), row.get("vector")
+        if vector is not None:
+            vector = vector_numbers(vector, source="items", line=number, unit="entry")
         key = row["key"].strip() or derived_key(text=text, vector=vector)
         records.append(
             ItemRecord(

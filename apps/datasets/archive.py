@@ -73,9 +73,10 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Model
 from django.utils import timezone
 
-from apps.datasets.formats import MAX_KEY_LENGTH, MAX_LABEL_LENGTH, DataFormatError
+from apps.common.limits import import_row_limit, too_many_import_rows
+from apps.datasets.formats import MAX_KEY_LENGTH, MAX_LABEL_LENGTH, DataFormatError, vector_numbers
 from apps.datasets.models import Dataset, Item
-from apps.datasets.services import item_content_hash, json_value_problem
+from apps.datasets.services import item_content_hash, json_value_problem, text_problem
 from apps.discovery.models import AnomalyFeedback, AnomalyScore
 from apps.labelling.models import Pair
 from apps.training.index import index_collection
@@ -151,7 +152,6 @@ _BATCH = 2000
 _FLUSH_BYTES = 1 << 16
 _MAX_MANIFEST_BYTES = 1 << 20
 _MAX_INT = 2**31 - 1  # PositiveIntegerField's upper bound on every supported database
-_NUL_MESSAGE = "contains a NUL character, which the database cannot store"
 # What reading a damaged zip member raises: a CRC or zlib error, a cut-off stream, and for a member that is
 # encrypted or compressed with a method Python lacks, RuntimeError or NotImplementedError.
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError)
@@ -547,8 +547,9 @@ class _Row:
         value = self.values[name]
         if not isinstance(value, str):
             raise self.error("must be a string", name)
-        if "\x00" in value:
-            raise self.error(_NUL_MESSAGE, name)
+        problem = text_problem(value)
+        if problem:
+            raise self.error(problem, name)
         if not empty and not value:
             raise self.error("must not be empty", name)
         if max_length is not None and len(value) > max_length:
@@ -817,13 +818,10 @@ class _Restore:
 
     def run(self) -> ArchiveImportResult:
         self._check_target()
-        limit = int(settings.SIMAPP_MAX_IMPORT_ROWS)
+        limit = import_row_limit()
         rows = self.manifest.tables["items"] + self.manifest.tables["pairs"]
         if rows > limit:
-            raise self.archive.error(
-                f"holds {rows} items and pairs, over the limit of this server of {limit} "
-                "(SIMAPP_MAX_IMPORT_ROWS)"
-            )
+            raise self.archive.error(too_many_import_rows(limit=limit, rows=rows))
         referenced_pairs = self._feedback_pair_refs()
         # Beside models/, on the same file system, so that moving a model directory into place is atomic.
         staging = Path(settings.DATA_DIR) / f".restore-{uuid.uuid4().hex}"
@@ -993,9 +991,7 @@ class _Restore:
         vector = row.values["vector"]
         if not isinstance(vector, list) or not vector:
             raise row.error("must be a non-empty list of numbers: this is a vector dataset", "vector")
-        for value in vector:
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise row.error(f"must hold finite numbers only, not {value!r}", "vector")
+        vector_numbers(vector, source=row.where, line=row.line)
         if len(vector) != dataset.vector_dim:
             raise row.error(
                 f"has {len(vector)} numbers, but the dataset's vector_dim is {dataset.vector_dim}", "vector"

@@ -210,7 +210,13 @@ def _text_lines(raw: IO[bytes], source: str, *, keep_ends: bool = False) -> Iter
         raise DataFormatError(source, "the file is empty")
 
 
-def _finite_float(value: Any, source: str, line: int, field_name: str, *, unit: str = "line") -> float:
+# Encoders, the embedding cache and the index hold 32-bit floats: a larger value in a vector would become
+# infinity there, and the item could be neither indexed nor trained on.
+_FLOAT32_MAX = 3.4028234663852886e38
+_FLOAT32_MESSAGE = "holds {:g}, beyond the range of the 32-bit floats vectors are kept as (±3.4e38)"
+
+
+def _finite_float(value: Any, source: str, line: int | None, field_name: str, *, unit: str = "line") -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise DataFormatError(source, f"{value!r} is not a number", line=line, field=field_name, unit=unit)
     try:
@@ -243,7 +249,26 @@ def _vector(value: Any, source: str, line: int, field_name: str = "vector") -> l
             ) from None
     if not isinstance(value, list) or not value:
         raise DataFormatError(source, "must be a non-empty array of numbers", line=line, field=field_name)
-    return [_finite_float(v, source, line, field_name) for v in value]
+    return [_vector_number(v, source, line, field_name) for v in value]
+
+
+def vector_numbers(
+    values: list[Any], *, source: str, line: int | None, field_name: str = "vector", unit: str = "line"
+) -> list[float]:
+    """``values``, a vector given as JSON numbers (by the API, in an archive), checked as an import checks
+    a vector's numbers; strings are refused too. Raises ``DataFormatError``."""
+    return [_vector_number(v, source, line, field_name, unit=unit, strings=False) for v in values]
+
+
+def _vector_number(
+    value: Any, source: str, line: int | None, field_name: str, *, unit: str = "line", strings: bool = True
+) -> float:
+    if isinstance(value, str) and not strings:
+        raise DataFormatError(source, f"{value!r} is not a number", line=line, field=field_name, unit=unit)
+    number = _finite_float(value, source, line, field_name, unit=unit)
+    if abs(number) > _FLOAT32_MAX:
+        raise DataFormatError(source, _FLOAT32_MESSAGE.format(number), line=line, field=field_name, unit=unit)
+    return number
 
 
 def _short_text(value: Any, source: str, line: int, field_name: str, limit: int) -> str:
@@ -802,6 +827,11 @@ def _read_odds(raw: IO[bytes], *, source: str) -> Iterator[Record]:
     if bad_rows.size:
         row = int(bad_rows[0]) + 1
         raise DataFormatError(source, "contains NaN or infinite values", line=row, field="X", unit="row")
+    huge = np.flatnonzero((np.abs(features) > _FLOAT32_MAX).any(axis=1))
+    if huge.size:
+        row = int(huge[0])
+        value = features[row][np.abs(features[row]) > _FLOAT32_MAX][0]
+        raise DataFormatError(source, _FLOAT32_MESSAGE.format(value), line=row + 1, field="X", unit="row")
     for i, row_values in enumerate(features):
         metadata = {} if outliers is None else {"outlier": int(outliers[i] == 1)}
         yield ItemRecord(key=f"row-{i + 1:05d}", vector=row_values.tolist(), metadata=metadata, line=i + 1)

@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
-from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
+from apps.common.limits import import_row_limit, too_many_import_rows
 from apps.datasets.formats import (
     ColumnNames,
     DataFormatError,
@@ -339,16 +339,13 @@ def _collect(records: Iterable[Record], *, dataset: Dataset | None, where: _Wher
 def _within_row_limit(records: Iterable[Record], *, where: _Where) -> Iterator[Record]:
     """``records``, refused with ``DataFormatError`` at the first item or pair over
     ``SIMAPP_MAX_IMPORT_ROWS``: the reader stops there, so an oversized file is not read to its end."""
-    limit = int(django_settings.SIMAPP_MAX_IMPORT_ROWS)
+    limit = import_row_limit()
     rows = 0
     for record in records:
         if not isinstance(record, Notice):
             rows += 1
             if rows > limit:
-                raise where.error(
-                    f"holds more than {limit} items and pairs, the limit of this server "
-                    "(SIMAPP_MAX_IMPORT_ROWS); split it into smaller imports"
-                )
+                raise where.error(too_many_import_rows(limit=limit))
         yield record
 
 
@@ -364,10 +361,9 @@ def _check_new_dataset(*, slug: str, name: str) -> None:
 
 _NUL_MESSAGE = "contains a NUL character, which the database cannot store"
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_FLOAT32_MAX = 3.4028234663852886e38
 
 
-def _text_problem(value: str) -> str | None:
+def text_problem(value: str) -> str | None:
     """Why the database cannot store the text ``value``, or None when it can."""
     if "\x00" in value:
         return _NUL_MESSAGE
@@ -383,29 +379,20 @@ def _check_storable(record: ItemRecord | PairRecord, *, where: _Where) -> None:
 
     PostgreSQL stores no NUL character in text or jsonb (a JSON string may spell one as "\\u0000") and no
     lone surrogate (nor does UTF-8), and JSON has no NaN or infinity (which Python's json reads, and 1e400
-    overflows to).
+    overflows to). A vector's numbers were checked where it was read (``formats.vector_numbers``).
     """
     if isinstance(record, ItemRecord):
         strings = {"key": record.key, "text": record.text, "label": record.label}
     else:
         strings = {"a": record.a, "b": record.b, "annotator": record.annotator or ""}
     for name, value in strings.items():
-        problem = _text_problem(value)
+        problem = text_problem(value)
         if problem:
             raise where.error(problem, line=record.line, field=name)
     if isinstance(record, ItemRecord):
         problem = json_value_problem(record.metadata)
         if problem:
             raise where.error(problem, line=record.line, field="metadata")
-        # Encoders, the embedding cache and the index hold 32-bit floats: a larger value would become
-        # infinity there, and the item could be neither indexed nor trained on.
-        huge = next((v for v in record.vector or () if abs(v) > _FLOAT32_MAX), None)
-        if huge is not None:
-            raise where.error(
-                f"holds {huge:g}, beyond the range of the 32-bit floats vectors are kept as (±3.4e38)",
-                line=record.line,
-                field="vector",
-            )
 
 
 def json_value_problem(value: Any) -> str | None:
@@ -416,13 +403,13 @@ def json_value_problem(value: Any) -> str | None:
         current = pending.pop()
         if isinstance(current, dict):
             for name in current:
-                problem = _text_problem(name)
+                problem = text_problem(name)
                 if problem:
                     return problem
             pending.extend(current.values())
         elif isinstance(current, list):
             pending.extend(current)
-        elif isinstance(current, str) and (problem := _text_problem(current)):
+        elif isinstance(current, str) and (problem := text_problem(current)):
             return problem
         elif isinstance(current, float) and not math.isfinite(current):
             return f"contains the number {current}; JSON numbers must be finite"

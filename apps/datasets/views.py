@@ -11,7 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from apps.common.api import upload_limit_bytes
+from apps.common.limits import upload_limit_bytes
 from apps.datasets import selectors, services
 from apps.datasets.formats import DataFormatError
 from apps.datasets.forms import ImportForm, NewDatasetImportForm

@@ -500,6 +500,17 @@ DAMAGED: dict[str, tuple[Callable[[Path, Path], Path], str]] = {
         row_set("items.jsonl", 3, key="odd-ünïcödé"),
         r"items.jsonl, line 33, field 'key': duplicate key 'odd-ünïcödé' \(first at line 3\)",
     ),
+    # Python's json reads a JSON escape of half of a UTF-16 pair, which no database (nor UTF-8) stores.
+    "a lone surrogate in a text": (
+        changed("items.jsonl", lambda c: c.replace(b'"text": "', b'"text": "\\ud800', 1)),
+        r"items.jsonl, line 1, field 'text': contains a lone surrogate \(U\+D800\), which is not valid "
+        r"Unicode text",
+    ),
+    "a lone surrogate in the description": (
+        changed("dataset.jsonl", lambda c: c.replace(b'"description": "', b'"description": "\\udfff', 1)),
+        r"dataset.jsonl, line 1, field 'description': contains a lone surrogate \(U\+DFFF\), which is not "
+        r"valid Unicode text",
+    ),
     "an unknown key in a pair": (
         row_set("pairs.jsonl", 2, b="nope"),
         r"pairs.jsonl, line 2, field 'b': no item with key 'nope' in items.jsonl",
@@ -575,6 +586,32 @@ def test_a_damaged_archive_is_refused_with_where_and_changes_nothing(
     assert raised.match(rf"^{re.escape(str(path))}: {message}$")
     assert state(data_dir) == before
     assert (data_dir / "models" / SLUG / "v2" / "model.json").read_text() == "left by a deleted dataset"
+
+
+def test_a_vector_value_beyond_32_bit_floats_is_refused_with_where_and_changes_nothing(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    # 1e300 would become infinity in the encoder, the embedding cache and the index, as in any import
+    dataset = make_dataset(
+        "vec", [ItemRecord(key="a", vector=[0.5, 1.5]), ItemRecord(key="b", vector=[2.0, 3.0])]
+    )
+    with (tmp_path / "vec.zip").open("wb") as fp:
+        dataset_archive_export(dataset=dataset, fp=fp)
+    path = rewrite(
+        tmp_path / "vec.zip",
+        tmp_path / "damaged.zip",
+        change={"items.jsonl": edit_line(2, lambda row: row.update(vector=[0.5, 1e300]))},
+    )
+    before = state(data_dir)
+
+    with pytest.raises(DataFormatError) as raised:
+        dataset_archive_import(fp=path.open("rb"), source_name="damaged.zip", slug="vec2")
+
+    assert str(raised.value) == (
+        "damaged.zip: items.jsonl, line 2, field 'vector': holds 1e+300, beyond the range of the 32-bit "
+        "floats vectors are kept as (±3.4e38)"
+    )
+    assert state(data_dir) == before
 
 
 def test_a_restore_replaces_model_files_left_by_a_deleted_dataset(

@@ -302,6 +302,20 @@ def test_csv_meta_column_with_a_number_beyond_float_range_is_refused() -> None:
     assert str(error) == "in.dat, line 2, field 'meta.mass': '1e400' is not a finite number"
 
 
+def test_vector_values_beyond_32_bit_floats_are_refused_where_they_are_read(tmp_path: Path) -> None:
+    # Encoders, the embedding cache and the index keep 32-bit floats: 1e300 would become infinity there
+    huge_row = mat_bytes(tmp_path, X=np.array([[1.0, 2.0], [3.0, -1e300]]))
+
+    assert str(error_of('key,vector\nv,"[1, 1e39]"\n', "csv")) == (
+        "in.dat, line 2, field 'vector': holds 1e+39, beyond the range of the 32-bit floats vectors are kept "
+        "as (±3.4e38)"
+    )
+    assert str(error_of(huge_row, "odds")) == (
+        "in.dat, row 2, field 'X': holds -1e+300, beyond the range of the 32-bit floats vectors are kept "
+        "as (±3.4e38)"
+    )
+
+
 def test_odds_refuses_complex_features(tmp_path: Path) -> None:
     error = error_of(mat_bytes(tmp_path, X=np.array([[1 + 2j, 3.0], [4.0, 5.0]])), "odds")
 
