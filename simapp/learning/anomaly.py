@@ -17,10 +17,9 @@ gave shuttle 0.6474: its anomalies come in groups larger than k). See BENCHMARKS
 
 The second pass reads one neighbour list per item: its ``k + margin`` nearest other items, exact. An item
 whose list runs out of reference items (it sits among many trimmed ones) is scored again against the
-whole reference set. For cosine data on CPUs with native bfloat16 the lists are found by a bfloat16
-matrix product over all items (3.7x faster than float32 on 2 cores) that keeps twice as many candidates
-as needed, whose distances are then computed again in float32: the lists and the scores are exact unless
-bfloat16 rounding pushes a true neighbour out of twice the needed candidates.
+whole reference set. The lists come from :func:`~simapp.learning.metrics.nearest_neighbors`, which for
+cosine data on CPUs with native bfloat16 picks candidates with a bfloat16 matrix product and ranks them
+in float32, searching again in float32 wherever bfloat16 rounding could have hidden a neighbour.
 """
 
 from __future__ import annotations
@@ -34,42 +33,16 @@ from numpy.typing import ArrayLike
 
 from simapp.learning.device import amp_dtype
 from simapp.learning.metrics import nearest_neighbors
-from simapp.learning.similarity import check_distance
 
 MARGIN = 10  # neighbours kept beyond k, so that trimming rarely forces a recomputation
 FIRST_PASS_SAMPLE = 5_000  # reference items the wide first pass measures against
-_CHUNK = 2048  # queries per matrix product: (2048, N) bfloat16 similarities at a time
-_GATHER = 256  # queries per gather of candidate vectors when checking them in float32
+_CHUNK = 2048  # first-pass queries per matrix product: (2048, S) bfloat16 similarities at a time
 
 
 def neighbour_lists(vectors: ArrayLike, m: int, *, distance: str) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's ``m`` nearest other rows: ``(distances, indices)``, each (N, m), nearest first."""
-    check_distance(distance)
+    """Each row's ``m`` nearest other rows: ``(distances, indices)``, each (N, m), nearest first, exact."""
     x = np.asarray(vectors, dtype=np.float32)
-    m = min(m, len(x) - 1)
-    if distance != "cosine" or amp_dtype(torch.device("cpu")) != torch.bfloat16 or len(x) < 4 * _CHUNK:
-        return nearest_neighbors(x, x, m, distance=distance, exclude_self=True)
-    xt = torch.nn.functional.normalize(torch.from_numpy(x), dim=1)  # (N, D)
-    low = xt.to(torch.bfloat16)
-    wanted = min(2 * m + 8, len(x))
-    dists = np.empty((len(x), m), dtype=np.float32)
-    idx = np.empty((len(x), m), dtype=np.int64)
-    for start in range(0, len(x), _CHUNK):
-        stop = min(len(x), start + _CHUNK)
-        sims = torch.nn.functional.linear(low[start:stop], low)  # (c, N) approximate cosines, bfloat16
-        sims[torch.arange(stop - start), torch.arange(start, stop)] = -torch.inf  # not its own neighbour
-        candidates = torch.topk(sims, wanted, dim=1).indices  # (c, wanted)
-        exact = torch.empty(candidates.shape, dtype=torch.float32)  # (c, wanted) float32 cosines
-        # The candidates' vectors are gathered a few hundred queries at a time, so that they are still
-        # in cache when the products read them: same values, 25 % less time at 15,000 items on 2 cores.
-        for lo in range(0, stop - start, _GATHER):
-            hi = min(stop - start, lo + _GATHER)
-            exact[lo:hi] = torch.einsum("cd,cwd->cw", xt[start + lo : start + hi], xt[candidates[lo:hi]])
-        exact[candidates == torch.arange(start, stop)[:, None]] = -torch.inf
-        top = torch.topk(exact, m, dim=1)
-        dists[start:stop] = (1.0 - top.values).numpy()
-        idx[start:stop] = torch.gather(candidates, 1, top.indices).numpy()
-    return dists, idx
+    return nearest_neighbors(x, x, m, distance=distance, exclude_self=True)
 
 
 def knn_scores(

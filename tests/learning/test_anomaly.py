@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simapp.learning.anomaly import knn_scores, trimmed_knn_scores
+from simapp.learning.anomaly import knn_scores, neighbour_lists, trimmed_knn_scores
 
 
 def brute_force_knn(x: np.ndarray, k: int, *, reference: np.ndarray | None = None) -> np.ndarray:
@@ -176,3 +176,23 @@ def test_a_contamination_outside_zero_to_one_is_refused(contamination: float) ->
 def test_a_single_row_is_refused() -> None:
     with pytest.raises(ValueError, match="at least two items"):
         trimmed_knn_scores(np.zeros((1, 2)), k=2, distance="euclidean", contamination=0.05)
+
+
+def test_cosine_neighbour_lists_of_a_large_set_are_the_exact_ones() -> None:
+    # 8,200 vectors in 40 tight clusters: past the size at which the lists come from the bfloat16
+    # candidate search (on CPUs that compute it natively), with ~200 members per cluster all within one
+    # bfloat16 rounding of each other, so the candidates alone would miss true neighbours.
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 32))
+    x = centres[rng.integers(0, 40, 8200)] + 0.05 * rng.normal(size=(8200, 32))
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    cos = unit[:300] @ unit.T  # (300, 8200) float64
+    cos[np.arange(300), np.arange(300)] = -np.inf
+
+    dists, idx = neighbour_lists(x, 15, distance="cosine")
+
+    assert dists.shape == idx.shape == (8200, 15)
+    # The 15 smallest distances, each belonging to the item returned for it (ties may swap items).
+    np.testing.assert_allclose(dists[:300], 1.0 - np.sort(cos, axis=1)[:, ::-1][:, :15], atol=2e-6)
+    np.testing.assert_allclose(dists[:300], 1.0 - np.take_along_axis(cos, idx[:300], axis=1), atol=2e-6)
+    assert not (idx == np.arange(8200)[:, None]).any()
