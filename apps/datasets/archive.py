@@ -79,9 +79,10 @@ from apps.datasets.models import Dataset, Item
 from apps.datasets.services import item_content_hash, json_value_problem, text_problem
 from apps.discovery.models import AnomalyFeedback, AnomalyScore
 from apps.labelling.models import Pair
-from apps.training.index import index_collection
+from apps.training.index import index_collection, model_dir
 from apps.training.models import ModelVersion, TrainingRun
 from simapp.learning import SimilarityModel
+from simapp.learning.model import MODEL_FILE
 
 ARCHIVE_FORMAT = "simapp-dataset-archive"
 ARCHIVE_VERSION = 1
@@ -97,7 +98,6 @@ TABLES = (
     "anomaly_feedback",
     "anomaly_scores",
 )
-MODEL_FILE = "model.json"  # the file every model directory has (simapp.learning.model)
 # The fields of each table's rows (the module docstring says what they hold); an import refuses others.
 FIELDS: dict[str, tuple[str, ...]] = {
     "dataset": (
@@ -166,11 +166,6 @@ ProgressCallback = Callable[[str, int, int], None]
 
 def member_name(table: str) -> str:
     return f"{table}.jsonl"
-
-
-def artifact_relpath(slug: str, number: int) -> str:
-    """Where a restored version's model files go, relative to ``SIMAPP_DATA_DIR`` (as the pipeline puts them)."""
-    return f"models/{slug}/v{number}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1135,7 +1130,7 @@ class _Restore:
                     "must be a path inside the data directory (relative, without '..')", "artifact_path"
                 )
             if number in self.manifest.artifacts:
-                path = artifact_relpath(self.slug, number)
+                path = str(model_dir(self.slug, number))
             row.string("collection", max_length=200)
             is_active = row.flag("is_active")
             if is_active:
@@ -1271,7 +1266,7 @@ class _Restore:
                 ) from None
         models = Path(settings.DATA_DIR)
         for number in sorted(members):
-            target = models / artifact_relpath(self.slug, number)
+            target = models / model_dir(self.slug, number)
             aside = None
             if target.exists():
                 # Left by a deleted dataset of this slug: nothing refers to it any more.
